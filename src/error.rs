@@ -1,0 +1,61 @@
+//! The library's error type.
+//!
+//! Messages are lowercase fragments that read after "error: ". Each variant is a category the
+//! binary maps to an exit code (see [`crate::exit_code`]); the message carries the detail and,
+//! for bad input, what to do about it.
+
+use std::path::PathBuf;
+
+use crate::process::CommandError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input from the user: a name, domain, flag combination or file that cannot be used.
+    #[error("{0}")]
+    Usage(String),
+    /// The configuration file or a per-recipe `ccci.yml` is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// Docker, the swarm, abra, git or the recipe source is missing or broken.
+    #[error("{0}")]
+    Infra(String),
+    /// The run was interrupted by this signal (SIGINT, SIGTERM, SIGALRM for the deadline).
+    #[error("interrupted by {}", crate::signal::signal_name(*.0))]
+    Interrupted(i32),
+    /// The parent process died before the lifetime guard was installed.
+    #[error("parent process {expected} died before the run started; refusing to start an unguarded run")]
+    Orphaned { expected: i32 },
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Adds the path and action to `std::io::Result`s, so no I/O error reaches a user without
+/// saying which file it was about.
+pub trait IoContext<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}

@@ -1,0 +1,690 @@
+//! Child processes: the one structure that starts, watches and ends every program ccci runs
+//! (docker, abra, git, recipe hooks and tests).
+//!
+//! Every child runs in its own process group, so ending it ends its whole tree: SIGTERM to the
+//! group, a grace period, then SIGKILL. A child is ended when the run is cancelled (a signal or
+//! the deadline) or when its own timeout passes. stdout and stderr are read on their own
+//! threads so a chatty child never blocks on a full pipe.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::signal::Cancel;
+
+/// How often a wait re-checks the cancel token and the timeout. Waits wake on the child's exit
+/// at once; this only bounds how late they notice a cancellation.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Receives each line a child prints when its command asked for its output to be logged.
+pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A program to run, built like `std::process::Command` but inspectable (for logs, errors and
+/// the abra contract tests) and runnable more than once.
+#[derive(Clone, Debug)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    stdin: Option<Vec<u8>>,
+    stdin_file: Option<PathBuf>,
+    stdout_file: Option<PathBuf>,
+    timeout: Option<Duration>,
+    log_output: bool,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            cwd: None,
+            stdin: None,
+            stdin_file: None,
+            stdout_file: None,
+            timeout: None,
+            log_output: false,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn envs<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self = self.env(k, v);
+        }
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.env_remove.push(key.as_ref().to_owned());
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Feeds the child's stdin from a file (streams; for backups that can be large).
+    pub fn stdin_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stdin_file = Some(path.into());
+        self
+    }
+
+    /// Sends the child's stdout to a file instead of capturing it.
+    pub fn stdout_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stdout_file = Some(path.into());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Copies the child's output, line by line, to the runner's log sink as it arrives.
+    pub fn log_output(mut self) -> Self {
+        self.log_output = true;
+        self
+    }
+
+    pub fn program(&self) -> &OsStr {
+        &self.program
+    }
+
+    pub fn get_args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    pub fn get_env(&self, key: &str) -> Option<&OsStr> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_os_str())
+    }
+
+    /// The command as a shell-like line, for logs and error messages.
+    pub fn display(&self) -> String {
+        let mut line = self.program.to_string_lossy().into_owned();
+        for arg in &self.args {
+            let arg = arg.to_string_lossy();
+            line.push(' ');
+            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
+                line.push('\'');
+                line.push_str(&arg.replace('\'', r"'\''"));
+                line.push('\'');
+            } else {
+                line.push_str(&arg);
+            }
+        }
+        line
+    }
+
+    fn to_command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for key in &self.env_remove {
+            command.env_remove(key);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        // Own process group: a terminal's Ctrl-C reaches ccci only, and ending the group ends
+        // everything the child started.
+        command.process_group(0);
+        command
+    }
+}
+
+/// What a finished child left behind.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// Exit code, `None` when a signal ended the child.
+    pub code: Option<i32>,
+    /// The signal that ended the child, if one did.
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// The last non-empty line of stderr (or stdout when stderr is empty): what a one-line
+    /// error should quote.
+    pub fn last_error_line(&self) -> String {
+        let pick = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes)
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(str::to_owned)
+        };
+        pick(&self.stderr)
+            .or_else(|| pick(&self.stdout))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("`{program}` is not installed or not on PATH")]
+    NotFound { program: String },
+    #[error("failed to start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` {}: {}", describe_status(.output), .output.last_error_line())]
+    Failed { command: String, output: Output },
+    #[error("`{command}` did not finish within {}", humantime::format_duration(*.timeout))]
+    TimedOut { command: String, timeout: Duration },
+    #[error("`{command}` was stopped: the run was interrupted")]
+    Cancelled { command: String, signal: i32 },
+}
+
+fn describe_status(output: &Output) -> String {
+    match (output.code, output.signal) {
+        (Some(code), _) => format!("exited with {code}"),
+        (None, Some(sig)) => format!("was killed by {}", crate::signal::signal_name(sig)),
+        (None, None) => "ended".to_string(),
+    }
+}
+
+impl CommandError {
+    /// The output of a command that ran and failed.
+    pub fn output(&self) -> Option<&Output> {
+        match self {
+            CommandError::Failed { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+}
+
+/// Starts children and sees them to their end. Cheap to clone; clones share the cancel token.
+#[derive(Clone)]
+pub struct Runner {
+    cancel: Option<Cancel>,
+    grace: Duration,
+    sink: Option<LineSink>,
+    /// A hard stop for every child this runner starts (teardown's budget).
+    until: Option<Instant>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("cancel", &self.cancel)
+            .field("grace", &self.grace)
+            .field("until", &self.until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner whose children are ended when `cancel` trips.
+    pub fn new(cancel: Cancel) -> Self {
+        Runner {
+            cancel: Some(cancel),
+            grace: Duration::from_secs(5),
+            sink: None,
+            until: None,
+        }
+    }
+
+    /// A runner no signal interrupts, bounded by `budget` instead: what teardown uses, so a
+    /// cancelled run can still clean up, but cannot hang doing it.
+    pub fn with_budget(&self, budget: Duration) -> Self {
+        Runner {
+            cancel: None,
+            until: Some(Instant::now() + budget),
+            ..self.clone()
+        }
+    }
+
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    pub fn with_sink(mut self, sink: LineSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    pub fn cancel(&self) -> Option<&Cancel> {
+        self.cancel.as_ref()
+    }
+
+    /// Time left before the runner's hard stop, if it has one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+    }
+
+    /// `Err` when the run was cancelled or the budget is spent: for wait loops that run no child.
+    pub fn check(&self) -> crate::Result<()> {
+        if let Some(cancel) = &self.cancel {
+            cancel.check()?;
+        }
+        if self.remaining() == Some(Duration::ZERO) {
+            return Err(crate::Error::Infra(
+                "the teardown budget ran out".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends a line to the log sink, if there is one.
+    pub fn log(&self, line: &str) {
+        if let Some(sink) = &self.sink {
+            sink(line);
+        }
+    }
+
+    /// Runs `cmd` to its end and returns its output, whatever its exit code.
+    pub fn output(&self, cmd: &Cmd) -> Result<Output, CommandError> {
+        let started = Instant::now();
+        let display = cmd.display();
+        let mut command = cmd.to_command();
+        command.stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else if let Some(path) = &cmd.stdin_file {
+            match std::fs::File::open(path) {
+                Ok(f) => Stdio::from(f),
+                Err(source) => {
+                    return Err(CommandError::Spawn {
+                        command: display,
+                        source,
+                    });
+                }
+            }
+        } else {
+            Stdio::null()
+        });
+        command.stdout(match &cmd.stdout_file {
+            Some(path) => match std::fs::File::create(path) {
+                Ok(f) => Stdio::from(f),
+                Err(source) => {
+                    return Err(CommandError::Spawn {
+                        command: display,
+                        source,
+                    });
+                }
+            },
+            None => Stdio::piped(),
+        });
+        command.stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                CommandError::NotFound {
+                    program: cmd.program.to_string_lossy().into_owned(),
+                }
+            } else {
+                CommandError::Spawn {
+                    command: display.clone(),
+                    source,
+                }
+            }
+        })?;
+        if let Some(bytes) = &cmd.stdin {
+            let mut stdin = child.stdin.take().expect("stdin was piped");
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&bytes);
+            });
+        }
+        let sink = cmd.log_output.then(|| self.sink.clone()).flatten();
+        let stdout = child
+            .stdout
+            .take()
+            .map(|pipe| collect(pipe, sink.clone()));
+        let stderr = child.stderr.take().map(|pipe| collect(pipe, sink));
+        let status = self.wait(&mut child, cmd.timeout, &display, started)?;
+        let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        };
+        Ok(Output {
+            code: status.code(),
+            signal: status.signal(),
+            stdout: join(stdout),
+            stderr: join(stderr),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Runs `cmd` and fails unless it exits 0.
+    pub fn run(&self, cmd: &Cmd) -> Result<Output, CommandError> {
+        let output = self.output(cmd)?;
+        if output.success() {
+            Ok(output)
+        } else {
+            Err(CommandError::Failed {
+                command: cmd.display(),
+                output,
+            })
+        }
+    }
+
+    /// Runs `cmd`, fails unless it exits 0, and returns its stdout as text.
+    pub fn stdout(&self, cmd: &Cmd) -> Result<String, CommandError> {
+        self.run(cmd).map(|o| o.stdout_str())
+    }
+
+    /// Waits for `child`, ending its group when the run is cancelled or time runs out.
+    fn wait(
+        &self,
+        child: &mut Child,
+        timeout: Option<Duration>,
+        display: &str,
+        started: Instant,
+    ) -> Result<std::process::ExitStatus, CommandError> {
+        let deadline = [timeout.map(|t| started + t), self.until]
+            .into_iter()
+            .flatten()
+            .min();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Ok(status);
+            }
+            if let Some(signal) = self.cancel.as_ref().and_then(Cancel::signal) {
+                self.end_group(child);
+                return Err(CommandError::Cancelled {
+                    command: display.to_string(),
+                    signal,
+                });
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.end_group(child);
+                return Err(CommandError::TimedOut {
+                    command: display.to_string(),
+                    timeout: started.elapsed(),
+                });
+            }
+            wait_briefly(child, CHECK_EVERY);
+        }
+    }
+
+    /// SIGTERM to the child's group, the grace period, then SIGKILL; reaps the child.
+    fn end_group(&self, child: &mut Child) {
+        terminate_group(child, self.grace);
+    }
+
+    /// Starts `cmd` and hands its stdout lines over a channel as they come, for streams such
+    /// as `docker events`. Dropping the stream ends the child's group.
+    pub fn stream_lines(&self, cmd: &Cmd) -> Result<LineStream, CommandError> {
+        let mut command = cmd.to_command();
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().map_err(|source| CommandError::Spawn {
+            command: cmd.display(),
+            source,
+        })?;
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(LineStream { child, lines: rx })
+    }
+}
+
+/// Blocks until `child` exits or `period` passes, without reaping it. Uses waitid(WNOWAIT) so
+/// the exit is noticed the moment it happens rather than at the next poll.
+fn wait_briefly(child: &Child, period: Duration) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let pid = Pid::from_raw(child.id() as i32);
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        match waitid(
+            Id::Pid(pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Ends `child` and everything in its process group: SIGTERM, up to `grace`, then SIGKILL.
+pub fn terminate_group(child: &mut Child, grace: Duration) {
+    let group = Pid::from_raw(child.id() as i32);
+    if let Ok(Some(_)) = child.try_wait() {
+        // The leader is gone, but its group may live on: make sure of it.
+        let _ = killpg(group, Signal::SIGKILL);
+        return;
+    }
+    let _ = killpg(group, Signal::SIGTERM);
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            let _ = killpg(group, Signal::SIGKILL);
+            return;
+        }
+        wait_briefly(child, CHECK_EVERY);
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+/// Reads a pipe to its end on a thread, copying complete lines to `sink` as they arrive.
+fn collect(
+    pipe: impl Read + Send + 'static,
+    sink: Option<LineSink>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut reader = BufReader::new(pipe);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if let Some(sink) = &sink {
+                        sink(String::from_utf8_lossy(&line).trim_end());
+                    }
+                    all.extend_from_slice(&line);
+                }
+            }
+        }
+        all
+    })
+}
+
+/// Lines from a long-running child. Ends the child's process group when dropped.
+pub struct LineStream {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl LineStream {
+    /// The next line, waiting at most `timeout`. `Ok(None)` on timeout; `Err` once the child
+    /// has closed its output.
+    pub fn next_line(&self, timeout: Duration) -> Result<Option<String>, ()> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(Some(line)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(()),
+        }
+    }
+}
+
+impl Drop for LineStream {
+    fn drop(&mut self) {
+        terminate_group(&mut self.child, Duration::from_millis(200));
+    }
+}
+
+/// Finds `program` on PATH, as the `which` crate resolves it.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    which::which(program).ok()
+}
+
+/// True when `path` is an executable regular file.
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_exit_code() {
+        let runner = Runner::new(Cancel::new());
+        let out = runner
+            .output(&Cmd::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]))
+            .unwrap();
+        assert_eq!(out.code, Some(3));
+        assert_eq!(out.stdout_str(), "out\n");
+        assert_eq!(out.last_error_line(), "err");
+    }
+
+    #[test]
+    fn failed_command_names_itself_and_its_error() {
+        let runner = Runner::new(Cancel::new());
+        let err = runner
+            .run(&Cmd::new("sh").args(["-c", "echo 'no such stack' >&2; exit 1"]))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("exited with 1"), "{msg}");
+        assert!(msg.contains("no such stack"), "{msg}");
+    }
+
+    #[test]
+    fn missing_program_is_not_found() {
+        let runner = Runner::new(Cancel::new());
+        let err = runner.run(&Cmd::new("ccci-no-such-program")).unwrap_err();
+        assert!(matches!(err, CommandError::NotFound { .. }), "{err}");
+    }
+
+    #[test]
+    fn timeout_ends_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let runner = Runner::new(Cancel::new()).with_grace(Duration::from_millis(500));
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let err = runner
+            .run(
+                &Cmd::new("sh")
+                    .args(["-c", &script])
+                    .timeout(Duration::from_millis(300)),
+            )
+            .unwrap_err();
+        assert!(matches!(err, CommandError::TimedOut { .. }), "{err}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild was in the group and got the signal; wait (bounded) for it to go.
+        let gone = (0..200).any(|_| {
+            let alive = nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+                && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true);
+            if alive {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            !alive
+        });
+        assert!(gone, "grandchild {pid} survived the group kill");
+    }
+
+    #[test]
+    fn cancel_stops_a_running_child() {
+        // Tripped before the child starts: the child is started and ended at once, so the
+        // test finishes in milliseconds instead of the child's 30 s.
+        let cancel = Cancel::new();
+        cancel.trip(15);
+        let runner = Runner::new(cancel);
+        let err = runner.run(&Cmd::new("sleep").arg("30")).unwrap_err();
+        assert!(
+            matches!(err, CommandError::Cancelled { signal: 15, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn logged_output_reaches_the_sink_line_by_line() {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let runner = Runner::new(Cancel::new()).with_sink(Arc::new(move |l: &str| {
+            seen.lock().unwrap().push(l.to_string())
+        }));
+        runner
+            .run(&Cmd::new("sh").args(["-c", "echo a; echo b"]).log_output())
+            .unwrap();
+        assert_eq!(*lines.lock().unwrap(), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,70 @@
+//! The test stages a run can select, and the order they run in.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Deploy, wait for readiness, run the install checks.
+    Install,
+    /// Last published version → the change, with data surviving the upgrade.
+    Upgrade,
+    /// Marker, backup, mutate, restore, verify.
+    Backup,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Install, Stage::Upgrade, Stage::Backup];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Install => "install",
+            Stage::Upgrade => "upgrade",
+            Stage::Backup => "backup",
+        }
+    }
+
+    /// Parses one stage name, or `all`, into stages.
+    pub fn parse_list(name: &str) -> Result<Vec<Stage>, String> {
+        match name {
+            "install" => Ok(vec![Stage::Install]),
+            "upgrade" => Ok(vec![Stage::Upgrade]),
+            "backup" => Ok(vec![Stage::Backup]),
+            "all" => Ok(Stage::ALL.to_vec()),
+            other => Err(format!(
+                "unknown stage `{other}`: use install, upgrade, backup or all"
+            )),
+        }
+    }
+
+    /// Sorted, de-duplicated selection; empty means all.
+    pub fn normalise(mut stages: Vec<Stage>) -> Vec<Stage> {
+        if stages.is_empty() {
+            return Stage::ALL.to_vec();
+        }
+        stages.sort();
+        stages.dedup();
+        stages
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_expands_and_selection_is_ordered() {
+        assert_eq!(Stage::parse_list("all").unwrap(), Stage::ALL.to_vec());
+        let picked = Stage::normalise(vec![Stage::Backup, Stage::Install, Stage::Backup]);
+        assert_eq!(picked, vec![Stage::Install, Stage::Backup]);
+        assert!(Stage::parse_list("deploy").unwrap_err().contains("install, upgrade"));
+    }
+}
