@@ -1,0 +1,1 @@
+//! Per-run abra homes (A1–A7).

@@ -1,0 +1,1 @@
+//! Reading the compose files an app really uses.

@@ -1,0 +1,1 @@
+//! Reaping what killed runs leaked.

@@ -1,0 +1,1 @@
+//! The stage machine of one run.

@@ -1,0 +1,1 @@
+//! Per-app-domain locks.

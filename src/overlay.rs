@@ -1,0 +1,1 @@
+//! compose.ccci.yml: the overlay ccci generates for every deploy.

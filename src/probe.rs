@@ -1,0 +1,1 @@
+//! Recipe readiness probes: HTTP and commands in a service.

@@ -1,0 +1,1 @@
+//! Recipe sources: clone or copy into the run's abra home, check out the ref, list published versions.

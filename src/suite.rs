@@ -1,0 +1,1 @@
+//! Per-recipe test trees (tests-recipes/) and the generic suite.

@@ -1,0 +1,1 @@
+//! Asking the Docker engine about a stack: services, tasks, health; readiness; diagnostics.

@@ -1,0 +1,1 @@
+//! Removing everything a run deployed.
