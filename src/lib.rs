@@ -10,6 +10,7 @@ pub mod compose;
 pub mod config;
 pub mod driver;
 pub mod envfile;
+pub mod engine;
 pub mod error;
 pub mod event;
 pub mod exit_code;

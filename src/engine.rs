@@ -1,0 +1,1 @@
+//! A small client for the Docker Engine API over its unix socket.
