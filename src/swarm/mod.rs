@@ -1,1 +1,370 @@
-//! Asking the Docker engine about a stack: services, tasks, health; readiness; diagnostics.
+//! Asking the Docker engine about a stack: services, tasks, health; readiness; diagnostics;
+//! running commands in a service's container.
+//!
+//! Everything goes through the `docker` CLI, run by [`crate::process::Runner`] (so every call
+//! is cancellable and bounded), with JSON output parsed by serde. Never through the engine's
+//! socket directly: the CLI is what users have, it honours `DOCKER_HOST` and contexts, and its
+//! errors are the ones users can look up. This module only reads and execs; it never deploys or
+//! removes anything (the drivers deploy, [`crate::teardown`] removes).
+
+mod diagnostics;
+pub(crate) mod docker;
+pub mod inspect;
+mod readiness;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::event::EventSink;
+use crate::process::{Output, Runner};
+
+pub use diagnostics::{Diagnosis, ServiceDiagnosis};
+pub use inspect::{
+    ContainerInfo, Health, HealthProbe, Mount, NAMESPACE_LABEL, ServiceState, Snapshot, TaskState,
+};
+pub use readiness::{Assessment, assess};
+
+/// The engine, as ccci talks to it.
+#[derive(Clone, Debug)]
+pub struct Swarm {
+    runner: Runner,
+}
+
+/// How [`Swarm::wait_ready`] waits.
+#[derive(Clone, Debug)]
+pub struct ReadyOptions {
+    /// How long the stack may take to become ready.
+    pub timeout: Duration,
+    /// When the deploy being waited for began: tasks created before it belong to an earlier
+    /// deploy and are never taken for its failures. Take it before deploying.
+    pub since: SystemTime,
+}
+
+/// Why a stack did not become ready.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum NotReady {
+    /// The swarm rejected or killed a task of this deploy.
+    #[error("{service}: {error}{}", exit_suffix(error, *exit_code))]
+    TaskFailed {
+        service: String,
+        error: String,
+        exit_code: Option<i64>,
+    },
+    /// A service's update is paused: the swarm gave up on it and will not go on by itself.
+    #[error("{service}: update paused: {message}")]
+    Paused { service: String, message: String },
+    #[error("not ready after {}: waiting for {waiting_for}", humantime::format_duration(Duration::from_secs(waited.as_secs())))]
+    Timeout {
+        waited: Duration,
+        waiting_for: String,
+    },
+    #[error("interrupted by {}", crate::signal::signal_name(*.0))]
+    Interrupted(i32),
+    /// The engine could not be asked.
+    #[error("{0}")]
+    Infra(String),
+}
+
+fn exit_suffix(error: &str, exit_code: Option<i64>) -> String {
+    match exit_code {
+        Some(code) if !error.contains(&code.to_string()) => format!(" (exit code {code})"),
+        _ => String::new(),
+    }
+}
+
+impl From<NotReady> for Error {
+    /// For callers that only need the library error: an interruption stays an interruption,
+    /// everything else is the stack's (or engine's) fault and reads as one line.
+    fn from(e: NotReady) -> Self {
+        match e {
+            NotReady::Interrupted(signal) => Error::Interrupted(signal),
+            other => Error::Infra(other.to_string()),
+        }
+    }
+}
+
+/// How [`Swarm::exec_with`] connects the command's standard streams.
+#[derive(Clone, Debug, Default)]
+pub struct ExecIo {
+    /// Bytes to feed to the command's stdin.
+    pub stdin: Option<Vec<u8>>,
+    /// A file to stream to the command's stdin (backups can be large).
+    pub stdin_file: Option<PathBuf>,
+    /// A file to write the command's stdout to instead of capturing it.
+    pub stdout_file: Option<PathBuf>,
+    /// How long the command may run.
+    pub timeout: Option<Duration>,
+}
+
+impl Swarm {
+    pub fn new(runner: Runner) -> Self {
+        Swarm { runner }
+    }
+
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Docker is installed, reachable, and this node is an active swarm manager.
+    pub fn preflight(&self) -> Result<()> {
+        let out = docker::output(
+            &self.runner,
+            &docker::cmd(["info", "--format", "{{json .Swarm}}"]),
+        )?;
+        if let Some(hint) = docker::daemon_hint(&out.stderr_str()) {
+            return Err(Error::Infra(hint));
+        }
+        if !out.success() {
+            return Err(docker::failed("ask docker about the swarm", &out));
+        }
+        check_swarm_info(&out.stdout_str())
+    }
+
+    /// The services of `stack` with their replicas, update state and labels.
+    pub fn services(&self, stack: &str) -> Result<Vec<ServiceState>> {
+        Ok(inspect::snapshot(&self.runner, stack, inspect::Containers::None)?.services)
+    }
+
+    /// One look at `stack`: services, tasks (with history) and the containers of the tasks
+    /// the swarm still wants.
+    pub fn snapshot(&self, stack: &str) -> Result<Snapshot> {
+        inspect::snapshot(&self.runner, stack, inspect::Containers::Current)
+    }
+
+    /// Waits until `stack` is ready (see [`assess`]), failing fast on a failed task, an
+    /// unhealthy container or a paused update of this deploy. Reports progress as
+    /// [`crate::event::Event::Waiting`] and failures as
+    /// [`crate::event::Event::TaskFailed`]. Wakes on engine events, and looks at least every
+    /// second.
+    pub fn wait_ready(
+        &self,
+        stack: &str,
+        opts: &ReadyOptions,
+        sink: &dyn EventSink,
+    ) -> std::result::Result<(), NotReady> {
+        self.wait_ready_loop(stack, opts, sink)
+    }
+
+    /// Writes diagnostics for `stack` into `dir` (one `<service>.txt` each) and finds the top
+    /// reason. Never fails: what could not be collected is noted.
+    pub fn diagnose(&self, stack: &str, dir: &Path) -> Diagnosis {
+        self.collect_diagnosis(stack, dir)
+    }
+
+    /// Runs `command` in a running container of `<stack>_<service>`, feeding it `stdin`.
+    /// Returns the output whatever the exit code; fails when no container runs.
+    pub fn exec(
+        &self,
+        stack: &str,
+        service: &str,
+        command: &[String],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<Output> {
+        self.exec_with(
+            stack,
+            service,
+            command,
+            ExecIo {
+                stdin,
+                ..ExecIo::default()
+            },
+        )
+    }
+
+    /// [`Swarm::exec`] with files for stdin and stdout, and a timeout.
+    pub fn exec_with(
+        &self,
+        stack: &str,
+        service: &str,
+        command: &[String],
+        io: ExecIo,
+    ) -> Result<Output> {
+        if command.is_empty() {
+            return Err(Error::Usage(format!(
+                "no command given to run in service {service}"
+            )));
+        }
+        let container = self.running_container_id(stack, service)?;
+        let interactive = io.stdin.is_some() || io.stdin_file.is_some();
+        let mut cmd = crate::process::Cmd::new(docker::DOCKER).arg("exec");
+        if interactive {
+            cmd = cmd.arg("-i");
+        }
+        cmd = cmd.arg(&container).args(command);
+        if let Some(bytes) = io.stdin {
+            cmd = cmd.stdin_bytes(bytes);
+        }
+        if let Some(path) = io.stdin_file {
+            cmd = cmd.stdin_file(path);
+        }
+        if let Some(path) = io.stdout_file {
+            cmd = cmd.stdout_file(path);
+        }
+        if let Some(timeout) = io.timeout {
+            cmd = cmd.timeout(timeout);
+        }
+        docker::output(&self.runner, &cmd)
+    }
+
+    /// The running container of `<stack>_<service>`: its id, health and mounts.
+    pub fn running_container(&self, stack: &str, service: &str) -> Result<ContainerInfo> {
+        let id = self.running_container_id(stack, service)?;
+        let mut found = inspect::inspect_containers(&self.runner, std::slice::from_ref(&id))?;
+        found.remove(&id).ok_or_else(|| {
+            Error::Infra(format!(
+                "the container of service {service} in stack {stack} went away"
+            ))
+        })
+    }
+
+    fn running_container_id(&self, stack: &str, service: &str) -> Result<String> {
+        let ids = docker::lines(
+            &self.runner,
+            &[
+                "ps".to_string(),
+                "-q".to_string(),
+                "--no-trunc".to_string(),
+                "--filter".to_string(),
+                format!("label=com.docker.swarm.service.name={stack}_{service}"),
+                "--filter".to_string(),
+                "status=running".to_string(),
+            ],
+            "list the service's containers",
+        )?;
+        ids.into_iter().next().ok_or_else(|| {
+            Error::Infra(format!(
+                "no running container of service {service} in stack {stack}"
+            ))
+        })
+    }
+
+    /// True when the engine has `image` locally (no registry is asked).
+    pub fn image_present(&self, image: &str) -> Result<bool> {
+        let out = docker::output(
+            &self.runner,
+            &docker::cmd(["image", "inspect", "--format", "{{.Id}}", image]),
+        )?;
+        if out.success() {
+            Ok(true)
+        } else if docker::is_no_such(&out.stderr_str()) {
+            Ok(false)
+        } else {
+            Err(docker::failed(&format!("inspect image {image}"), &out))
+        }
+    }
+}
+
+/// Judges `docker info --format '{{json .Swarm}}'`.
+fn check_swarm_info(json: &str) -> Result<()> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "PascalCase")]
+    struct SwarmInfo {
+        local_node_state: String,
+        control_available: bool,
+        error: String,
+    }
+    let info: SwarmInfo = serde_json::from_str(json.trim()).map_err(|e| {
+        Error::Infra(format!(
+            "unexpected output from `docker info`: {e}: {}",
+            inspect::one_line(json)
+        ))
+    })?;
+    const INIT: &str = "run `docker swarm init --advertise-addr 127.0.0.1`";
+    match info.local_node_state.as_str() {
+        "active" if info.control_available => Ok(()),
+        "active" => Err(Error::Infra(
+            "this node is a swarm worker, not a manager: run ccci on a manager node".to_string(),
+        )),
+        "" | "inactive" => Err(Error::Infra(format!("the swarm is not active: {INIT}"))),
+        "locked" => Err(Error::Infra(
+            "the swarm is locked: run `docker swarm unlock`".to_string(),
+        )),
+        state => {
+            let detail = if info.error.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", info.error)
+            };
+            Err(Error::Infra(format!(
+                "the swarm is {state}{detail}: check `docker info`, or {INIT}"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swarm_info_is_judged_with_a_hint() {
+        let active =
+            r#"{"NodeID":"i62n","LocalNodeState":"active","ControlAvailable":true,"Error":""}"#;
+        assert!(check_swarm_info(active).is_ok());
+        let inactive = r#"{"NodeID":"","NodeAddr":"","LocalNodeState":"inactive","ControlAvailable":false,"Error":"","RemoteManagers":null}"#;
+        let err = check_swarm_info(inactive).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "the swarm is not active: run `docker swarm init --advertise-addr 127.0.0.1`"
+        );
+        let worker = r#"{"LocalNodeState":"active","ControlAvailable":false}"#;
+        assert!(
+            check_swarm_info(worker)
+                .unwrap_err()
+                .to_string()
+                .contains("worker")
+        );
+        let error = r#"{"LocalNodeState":"error","Error":"raft failed"}"#;
+        assert!(
+            check_swarm_info(error)
+                .unwrap_err()
+                .to_string()
+                .contains("raft failed")
+        );
+        assert!(check_swarm_info("nope").is_err());
+    }
+
+    #[test]
+    fn not_ready_reads_as_one_line() {
+        let failed = NotReady::TaskFailed {
+            service: "app".into(),
+            error: "task: non-zero exit (137): dockerexec: unhealthy container".into(),
+            exit_code: Some(137),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "app: task: non-zero exit (137): dockerexec: unhealthy container"
+        );
+        let exited = NotReady::TaskFailed {
+            service: "db".into(),
+            error: "unhealthy container".into(),
+            exit_code: Some(1),
+        };
+        assert_eq!(exited.to_string(), "db: unhealthy container (exit code 1)");
+        let timeout = NotReady::Timeout {
+            waited: Duration::from_millis(120_400),
+            waiting_for: "app 0/1 (task starting)".into(),
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "not ready after 2m: waiting for app 0/1 (task starting)"
+        );
+        assert_eq!(
+            NotReady::Interrupted(15).to_string(),
+            "interrupted by SIGTERM"
+        );
+        let paused = NotReady::Paused {
+            service: "app".into(),
+            message: "update paused due to failure".into(),
+        };
+        assert_eq!(
+            paused.to_string(),
+            "app: update paused: update paused due to failure"
+        );
+        assert!(matches!(
+            Error::from(NotReady::Interrupted(2)),
+            Error::Interrupted(2)
+        ));
+    }
+}
