@@ -1,0 +1,133 @@
+//! The command line, as clap types. Nothing outside the binary sees these: `main` turns them
+//! into the library's validated request types once.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tests Co-op Cloud recipe changes on a real Docker Swarm: install, upgrade from the last
+/// published version, and backup-restore; always tears down.
+#[derive(Debug, Parser)]
+#[command(name = "ccci", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Test a recipe: deploy it, run the stages, tear down, report the verdict.
+    Test(TestArgs),
+    /// Print the compose overlay ccci would deploy with a recipe (compose.ccci.yml).
+    Overlay(OverlayArgs),
+    /// Tear an app down: stack, containers, volumes, secrets, configs, networks, env file.
+    Teardown(TeardownArgs),
+    /// Reap what killed runs leaked; never touches a live run.
+    Janitor(JanitorArgs),
+    /// List app-domain locks: held or free, holder, pid, age.
+    Locks(LocksArgs),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The recipe to test, e.g. ghost.
+    pub recipe: String,
+    /// Stage to run; repeat for several. `all` runs install, upgrade and backup.
+    #[arg(long, short, value_name = "STAGE", default_value = "all")]
+    pub stage: Vec<String>,
+    /// Git URL or local path of the recipe (default: <recipe_base_url>/<recipe>.git).
+    #[arg(long, value_name = "URL|PATH")]
+    pub source: Option<String>,
+    /// Commit, branch or tag to test (default: the default branch's head).
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Published version the upgrade starts from (default: the last one before the change).
+    #[arg(long, value_name = "VERSION")]
+    pub from: Option<String>,
+    /// App domain to deploy on (default: a generated test domain).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Run id (default: manual-<pid>).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Deploy driver.
+    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
+    pub driver: DriverArg,
+    /// Keep the app deployed afterwards.
+    #[arg(long, value_enum, default_value_t = KeepArg::Never)]
+    pub keep: KeepArg,
+    /// A tests-recipes directory that overrides the configured and bundled ones.
+    #[arg(long, value_name = "DIR")]
+    pub tests_dir: Option<PathBuf>,
+    /// Stop, tear down and exit 142 after this long, e.g. 45m (default: from the config).
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
+    /// Deploy without ccci's compose overlay (shows what the overlay fixes).
+    #[arg(long)]
+    pub no_overlay: bool,
+    /// Print the run record as JSON on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DriverArg {
+    /// abra when it is on PATH, else stack.
+    Auto,
+    /// The abra CLI.
+    Abra,
+    /// docker stack deploy.
+    Stack,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KeepArg {
+    Never,
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Args)]
+pub struct OverlayArgs {
+    pub recipe: String,
+    #[arg(long, value_name = "URL|PATH")]
+    pub source: Option<String>,
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub tests_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// The app's domain.
+    #[arg(long)]
+    pub domain: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JanitorArgs {
+    /// Say what would be reaped; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LocksArgs {
+    #[arg(long)]
+    pub json: bool,
+}
