@@ -16,6 +16,8 @@ use super::{Swarm, docker};
 const LOG_LINES: usize = 50;
 /// `docker service logs` can hang (a task on a node that went away); never wait long for it.
 const LOGS_TIMEOUT: Duration = Duration::from_secs(20);
+/// Containers whose logs are read when the service's log stream has nothing: the newest few.
+const CONTAINERS_LOGGED: usize = 3;
 
 /// What [`Swarm::diagnose`] found.
 #[derive(Clone, Debug, Default)]
@@ -79,7 +81,32 @@ impl Swarm {
             let mut found = describe(&snap, service);
             match self.service_logs(&service.id) {
                 Ok(logs) => found.logs = logs,
-                Err(e) => found.notes.push(format!("no logs: {e}")),
+                Err(e) => found.notes.push(format!("no service logs: {e}")),
+            }
+            if found.logs.is_empty() {
+                // The swarm's log stream leaves out tasks that never reached `running` (a
+                // container stuck unhealthy in `starting`): read their containers instead.
+                let containers: Vec<(String, String)> = snap
+                    .tasks_of(service)
+                    .iter()
+                    .filter_map(|t| t.container_id.clone().map(|c| (t.id.clone(), c)))
+                    .take(CONTAINERS_LOGGED)
+                    .collect();
+                for (task, container) in containers {
+                    match self.container_logs(&container) {
+                        Ok(lines) => found.logs.extend(
+                            lines
+                                .into_iter()
+                                .map(|l| format!("{} {l}", short_id(&task))),
+                        ),
+                        Err(e) => found
+                            .notes
+                            .push(format!("no logs of task {}: {e}", short_id(&task))),
+                    }
+                }
+                found.logs.sort_by(|a, b| a.get(13..).cmp(&b.get(13..)));
+                let skip = found.logs.len().saturating_sub(LOG_LINES);
+                found.logs = found.logs.split_off(skip);
             }
             if dir_ok {
                 let file = dir.join(format!("{}.txt", file_name(&service.short_name)));
@@ -115,23 +142,40 @@ impl Swarm {
             service_id,
         ])
         .timeout(LOGS_TIMEOUT);
-        let out = docker::output(self.runner(), &cmd)?;
-        if !out.success() {
-            return Err(docker::failed("read the service's logs", &out));
-        }
-        // The service's output is on stdout and stderr alike; the engine merges tasks in no
-        // particular order, and every line starts with its RFC 3339 timestamp.
-        let mut lines: Vec<String> = out
-            .stdout_str()
-            .lines()
-            .chain(out.stderr_str().lines())
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect();
-        lines.sort();
-        let skip = lines.len().saturating_sub(LOG_LINES);
-        Ok(lines.split_off(skip))
+        timestamped_lines(self.runner(), &cmd, "read the service's logs")
     }
+
+    /// The last [`LOG_LINES`] lines of one container's logs.
+    fn container_logs(&self, container: &str) -> crate::Result<Vec<String>> {
+        let tail = LOG_LINES.to_string();
+        let cmd =
+            docker::cmd(["logs", "--timestamps", "--tail", &tail, container]).timeout(LOGS_TIMEOUT);
+        timestamped_lines(self.runner(), &cmd, "read the container's logs")
+    }
+}
+
+/// Runs a `docker … logs --timestamps` and returns its last [`LOG_LINES`] lines in time order.
+fn timestamped_lines(
+    runner: &crate::process::Runner,
+    cmd: &crate::process::Cmd,
+    what: &str,
+) -> crate::Result<Vec<String>> {
+    let out = docker::output(runner, cmd)?;
+    if !out.success() {
+        return Err(docker::failed(what, &out));
+    }
+    // The output is on stdout and stderr alike; the engine merges tasks in no particular
+    // order, and every line starts with its RFC 3339 timestamp.
+    let mut lines: Vec<String> = out
+        .stdout_str()
+        .lines()
+        .chain(out.stderr_str().lines())
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    let skip = lines.len().saturating_sub(LOG_LINES);
+    Ok(lines.split_off(skip))
 }
 
 /// Everything the snapshot says about `service`: tasks, healthchecks and why it is not ready.
