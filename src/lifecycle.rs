@@ -91,6 +91,9 @@ pub fn preflight(host: &Host, req: &TestRequest) -> Result<(Box<dyn Driver>, Opt
     if let Some(id) = &req.run_id {
         RunDir::validate_id(id)?;
     }
+    if let Some(source) = &req.source {
+        recipe::check_local_source(source)?;
+    }
     if crate::process::find_program("git").is_none() {
         return Err(Error::Infra("git is not installed: install git".into()));
     }

@@ -39,14 +39,9 @@ fn git(dir: &Path) -> Cmd {
 /// Clones `source` (a git URL or a local path) into `dest`.
 pub fn clone(runner: &Runner, source: &str, dest: &Path) -> Result<()> {
     if dest.exists() {
-        std::fs::remove_dir_all(dest)
-            .map_err(|e| Error::io("remove the old clone", dest, e))?;
+        std::fs::remove_dir_all(dest).map_err(|e| Error::io("remove the old clone", dest, e))?;
     }
-    if !source.contains("://") && !source.contains('@') && !Path::new(source).exists() {
-        return Err(Error::Usage(format!(
-            "recipe source `{source}` does not exist: give --source a git URL or a path to a recipe repository"
-        )));
-    }
+    check_local_source(source)?;
     let cmd = Cmd::new("git")
         .args(["clone", "--quiet", "--no-checkout", source])
         .arg(dest)
@@ -62,6 +57,16 @@ pub fn clone(runner: &Runner, source: &str, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A source that is a local path must exist; URLs are checked by cloning them.
+pub fn check_local_source(source: &str) -> Result<()> {
+    if !source.contains("://") && !source.contains('@') && !Path::new(source).exists() {
+        return Err(Error::Usage(format!(
+            "recipe source `{source}` does not exist: give --source a git URL or a path to a recipe repository"
+        )));
+    }
+    Ok(())
+}
+
 /// A4: copies the canonically staged clone instead of fetching.
 pub fn copy_staged(runner: &Runner, staged: &Path, dest: &Path) -> Result<()> {
     if !staged.join(".git").exists() {
@@ -71,8 +76,7 @@ pub fn copy_staged(runner: &Runner, staged: &Path, dest: &Path) -> Result<()> {
         )));
     }
     if dest.exists() {
-        std::fs::remove_dir_all(dest)
-            .map_err(|e| Error::io("remove the old clone", dest, e))?;
+        std::fs::remove_dir_all(dest).map_err(|e| Error::io("remove the old clone", dest, e))?;
     }
     runner.run(&Cmd::new("cp").arg("-a").arg(staged).arg(dest))?;
     Ok(())
@@ -202,10 +206,20 @@ mod tests {
     #[test]
     fn versions_sort_by_recipe_then_upstream() {
         let sorted = sort_versions(
-            ["1.10.0+2.0", "1.2.0+5.0.1", "latest", "1.2.0+5.0.0", "0.9.0+1", "1.0.0-rc1+1"]
-                .into_iter(),
+            [
+                "1.10.0+2.0",
+                "1.2.0+5.0.1",
+                "latest",
+                "1.2.0+5.0.0",
+                "0.9.0+1",
+                "1.0.0-rc1+1",
+            ]
+            .into_iter(),
         );
-        assert_eq!(sorted, ["0.9.0+1", "1.2.0+5.0.0", "1.2.0+5.0.1", "1.10.0+2.0"]);
+        assert_eq!(
+            sorted,
+            ["0.9.0+1", "1.2.0+5.0.0", "1.2.0+5.0.1", "1.10.0+2.0"]
+        );
     }
 
     fn sh(dir: &Path, script: &str) {
@@ -236,16 +250,23 @@ mod tests {
         let dest = tmp.path().join("clone");
         clone(&runner, src.to_str().unwrap(), &dest).unwrap();
         let head_commit = resolve(&runner, &dest, None).unwrap();
-        assert_eq!(resolve(&runner, &dest, Some("feature")).unwrap(), head_commit);
+        assert_eq!(
+            resolve(&runner, &dest, Some("feature")).unwrap(),
+            head_commit
+        );
         let tagged = resolve(&runner, &dest, Some("0.2.0+1.1")).unwrap();
         assert_ne!(tagged, head_commit);
         assert_eq!(
-            last_published_before(&runner, &dest, &head_commit).unwrap().as_deref(),
+            last_published_before(&runner, &dest, &head_commit)
+                .unwrap()
+                .as_deref(),
             Some("0.2.0+1.1")
         );
         // Testing a release commit upgrades from the release before it.
         assert_eq!(
-            last_published_before(&runner, &dest, &tagged).unwrap().as_deref(),
+            last_published_before(&runner, &dest, &tagged)
+                .unwrap()
+                .as_deref(),
             Some("0.1.0+1.0")
         );
         checkout(&runner, &dest, &tagged).unwrap();
@@ -258,7 +279,9 @@ mod tests {
             .stdout(&git(&dest).args(["status", "--porcelain"]))
             .unwrap();
         assert_eq!(status, "", "the overlay must be invisible to git");
-        let err = resolve(&runner, &dest, Some("nope")).unwrap_err().to_string();
+        let err = resolve(&runner, &dest, Some("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("check --ref"), "{err}");
     }
 
@@ -270,9 +293,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
-        let err = clone(&runner, "file:///nonexistent/recipe.git", &tmp.path().join("d"))
-            .unwrap_err()
-            .to_string();
+        let err = clone(
+            &runner,
+            "file:///nonexistent/recipe.git",
+            &tmp.path().join("d"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("cannot clone recipe source"), "{err}");
     }
 }
