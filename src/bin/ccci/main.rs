@@ -1,1 +1,214 @@
-fn main() {}
+//! `ccci`: parses the command line, calls the library, renders what it reports, and maps the
+//! result to an exit code (see `ccci::exit_code`). Nothing here decides how a run goes.
+
+mod cli;
+mod render;
+
+use std::sync::Arc;
+
+use ccci::config::{self, Config, Env};
+use ccci::driver::DriverChoice;
+use ccci::lifecycle::{Host, Keep, TestRequest};
+use ccci::signal::{self, Cancel};
+use ccci::stage::Stage;
+use ccci::{Error, Result, exit_code};
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+
+fn main() {
+    // Recorded before anything else, so a parent that dies while we start up is noticed (G2).
+    let parent = nix::unistd::getppid().as_raw();
+    let cli = Cli::parse();
+    let code = match run(cli, parent) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{} {e}", console::style("error:").red().bold());
+            exit_code::for_error(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn load_config(cli: &Cli, env: &Env) -> Result<Config> {
+    let path = cli.config.clone().or_else(|| Config::default_path(env));
+    let (config, warnings) = Config::load(path.as_deref(), env)?;
+    for warning in warnings {
+        eprintln!("{} {warning}", console::style("warning:").yellow());
+    }
+    Ok(config)
+}
+
+fn run(cli: Cli, parent: i32) -> Result<i32> {
+    let env = config::process_env();
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "ccci", &mut std::io::stdout());
+            Ok(exit_code::PASS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Error::Infra(format!("failed to write the man page: {e}")))?;
+            Ok(exit_code::PASS)
+        }
+        Command::Test(args) => {
+            let config = load_config(&cli, &env)?;
+            test(args, config, env, parent)
+        }
+        Command::Overlay(args) => {
+            let config = load_config(&cli, &env)?;
+            let text = ccci::lifecycle::preview_overlay(
+                &config,
+                &env,
+                &args.recipe,
+                args.source.as_deref(),
+                args.git_ref.as_deref(),
+                args.tests_dir.as_deref(),
+            )?;
+            print!("{text}");
+            Ok(exit_code::PASS)
+        }
+        Command::Teardown(args) => {
+            let config = load_config(&cli, &env)?;
+            let cancel = guarded(parent, None)?;
+            let terminal = render::Terminal::new();
+            let outcome =
+                ccci::lifecycle::teardown_domain(&config, &cancel, &args.domain, &terminal)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed": outcome.removed, "leftovers": outcome.leftovers})
+                );
+            }
+            Ok(if outcome.leftovers.is_empty() {
+                exit_code::PASS
+            } else {
+                exit_code::INFRA
+            })
+        }
+        Command::Janitor(args) => {
+            let config = load_config(&cli, &env)?;
+            let cancel = Cancel::new();
+            let runner = ccci::process::Runner::new(cancel);
+            let terminal = render::Terminal::new();
+            let summary = ccci::janitor::sweep(
+                &config,
+                &runner,
+                &ccci::janitor::SweepOptions {
+                    dry_run: args.dry_run,
+                    now: std::time::SystemTime::now(),
+                },
+                &terminal,
+            );
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            } else {
+                eprintln!("{}", summary.line());
+            }
+            Ok(if summary.errors > 0 || summary.flagged_leaked > 0 {
+                exit_code::JANITOR_ATTENTION
+            } else {
+                exit_code::PASS
+            })
+        }
+        Command::Locks(args) => {
+            let config = load_config(&cli, &env)?;
+            let locks = ccci::lock::list(&config.lock_dir)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&locks).unwrap_or_default()
+                );
+            } else if locks.is_empty() {
+                eprintln!("no lock files in {}", config.lock_dir.display());
+            } else {
+                for lock in &locks {
+                    let state = if lock.held { "held" } else { "free" };
+                    let (run, pid) = match &lock.holder {
+                        Some(h) => (h.run_id.clone(), h.pid.to_string()),
+                        None if lock.corrupt => ("(corrupt)".to_string(), "-".to_string()),
+                        None => ("-".to_string(), "-".to_string()),
+                    };
+                    let age = lock
+                        .age_secs
+                        .map(|s| config::format_duration(std::time::Duration::from_secs(s)))
+                        .unwrap_or_else(|| "-".into());
+                    println!("{:<40} {state:<4} {run:<24} {pid:>8} {age}", lock.domain);
+                }
+            }
+            Ok(exit_code::PASS)
+        }
+    }
+}
+
+/// Installs the lifetime guards: signals → cancel token, parent-death SIGTERM with orphan
+/// refusal, and the deadline alarm.
+fn guarded(parent: i32, deadline: Option<std::time::Duration>) -> Result<Cancel> {
+    let cancel = Cancel::new();
+    signal::install(&cancel)?;
+    signal::guard_parent_death(parent)?;
+    if let Some(d) = deadline {
+        signal::set_deadline(d);
+    }
+    Ok(cancel)
+}
+
+fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i32> {
+    let mut stages = Vec::new();
+    for name in &args.stage {
+        stages.extend(Stage::parse_list(name).map_err(Error::Usage)?);
+    }
+    let deadline = match &args.deadline {
+        Some(text) => Some(
+            config::parse_duration(text).map_err(|e| Error::Usage(format!("--deadline: {e}")))?,
+        ),
+        None => config.deadline,
+    };
+    let request = TestRequest {
+        recipe: args.recipe.clone(),
+        source: args.source.clone(),
+        git_ref: args.git_ref.clone(),
+        from: args.from.clone(),
+        stages: Stage::normalise(stages),
+        domain: args.domain.clone(),
+        run_id: args.run_id.clone(),
+        driver: match args.driver {
+            cli::DriverArg::Auto => DriverChoice::Auto,
+            cli::DriverArg::Abra => DriverChoice::Abra,
+            cli::DriverArg::Stack => DriverChoice::Stack,
+        },
+        keep: match args.keep {
+            cli::KeepArg::Never => Keep::Never,
+            cli::KeepArg::OnFailure => Keep::OnFailure,
+            cli::KeepArg::Always => Keep::Always,
+        },
+        tests_dir: args.tests_dir.clone(),
+        skip_fetch: env.get("CCCI_SKIP_FETCH").is_some_and(|v| v == "1"),
+        overlay: !args.no_overlay,
+        deadline_unix: deadline.map(ccci::lifecycle::unix_after),
+    };
+    let cancel = guarded(parent, deadline)?;
+    let host = Host {
+        config,
+        env,
+        cancel,
+    };
+    let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
+    let outcome = ccci::lifecycle::run_test(&host, &request, terminal)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome.record).unwrap_or_default()
+        );
+    } else {
+        eprintln!("run directory: {}", outcome.run_dir.display());
+        if let Some(kept) = &outcome.record.kept {
+            eprintln!("kept: {kept}");
+        }
+    }
+    Ok(outcome.exit_code())
+}

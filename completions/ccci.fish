@@ -1,0 +1,90 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_ccci_global_optspecs
+    string join \n config= h/help V/version
+end
+
+function __fish_ccci_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_ccci_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_ccci_using_subcommand
+    set -l cmd (__fish_ccci_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c ccci -n "__fish_ccci_needs_command" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_needs_command" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_needs_command" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "test" -d 'Test a recipe: deploy it, run the stages, tear down, report the verdict'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "overlay" -d 'Print the compose overlay ccci would deploy with a recipe (compose.ccci.yml)'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "teardown" -d 'Tear an app down: stack, containers, volumes, secrets, configs, networks, env file'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "janitor" -d 'Reap what killed runs leaked; never touches a live run'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "locks" -d 'List app-domain locks: held or free, holder, pid, age'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "completions" -d 'Print shell completions'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "man" -d 'Print the man page (roff)'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ccci -n "__fish_ccci_using_subcommand test" -s s -l stage -d 'Stage to run; repeat for several. `all` runs install, upgrade and backup' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l source -d 'Git URL or local path of the recipe (default: <recipe_base_url>/<recipe>.git)' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l ref -d 'Commit, branch or tag to test (default: the default branch\'s head)' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l from -d 'Published version the upgrade starts from (default: the last one before the change)' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l domain -d 'App domain to deploy on (default: a generated test domain)' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l run-id -d 'Run id (default: manual-<pid>)' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l driver -d 'Deploy driver' -r -f -a "auto\t'abra when it is on PATH, else stack'
+abra\t'The abra CLI'
+stack\t'docker stack deploy'"
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l keep -d 'Keep the app deployed afterwards' -r -f -a "never\t''
+on-failure\t''
+always\t''"
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l tests-dir -d 'A tests-recipes directory that overrides the configured and bundled ones' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l deadline -d 'Stop, tear down and exit 142 after this long, e.g. 45m (default: from the config)' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l no-overlay -d 'Deploy without ccci\'s compose overlay (shows what the overlay fixes)'
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l json -d 'Print the run record as JSON on stdout at the end'
+complete -c ccci -n "__fish_ccci_using_subcommand test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ccci -n "__fish_ccci_using_subcommand test" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand overlay" -l source -r
+complete -c ccci -n "__fish_ccci_using_subcommand overlay" -l ref -r
+complete -c ccci -n "__fish_ccci_using_subcommand overlay" -l tests-dir -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand overlay" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand overlay" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_using_subcommand overlay" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand teardown" -l domain -d 'The app\'s domain' -r
+complete -c ccci -n "__fish_ccci_using_subcommand teardown" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand teardown" -l json
+complete -c ccci -n "__fish_ccci_using_subcommand teardown" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_using_subcommand teardown" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand janitor" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand janitor" -l dry-run -d 'Say what would be reaped; change nothing'
+complete -c ccci -n "__fish_ccci_using_subcommand janitor" -l json
+complete -c ccci -n "__fish_ccci_using_subcommand janitor" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_using_subcommand janitor" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand locks" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand locks" -l json
+complete -c ccci -n "__fish_ccci_using_subcommand locks" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_using_subcommand locks" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand completions" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand man" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand man" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_using_subcommand man" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "test" -d 'Test a recipe: deploy it, run the stages, tear down, report the verdict'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "overlay" -d 'Print the compose overlay ccci would deploy with a recipe (compose.ccci.yml)'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "teardown" -d 'Tear an app down: stack, containers, volumes, secrets, configs, networks, env file'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "janitor" -d 'Reap what killed runs leaked; never touches a live run'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "locks" -d 'List app-domain locks: held or free, holder, pid, age'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "completions" -d 'Print shell completions'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test overlay teardown janitor locks completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
