@@ -92,10 +92,15 @@ pub fn assess(snap: &Snapshot, since: SystemTime) -> Assessment {
                 .last_probe()
                 .map(|p| format!(" (last healthcheck: {p})"))
                 .unwrap_or_default();
+            // The swarm answers an unhealthy container by killing it (SIGKILL, exit 137, task
+            // error "non-zero exit (137): dockerexec: unhealthy container"). Reporting it now
+            // rather than after the kill lands saves a poll round trip.
             return Assessment::Failed(NotReady::TaskFailed {
                 service: service.short_name.clone(),
-                error: format!("unhealthy container, the swarm is killing it{probe}"),
-                exit_code: None,
+                error: format!(
+                    "unhealthy container, killed by the swarm (non-zero exit (137): dockerexec: unhealthy container){probe}"
+                ),
+                exit_code: Some(137),
             });
         }
     }
