@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ccci::abra_home::AbraHome;
 use ccci::driver::abra::AbraDriver;
-use ccci::driver::{App, Version};
+use ccci::driver::{App, Driver, Version};
 use ccci::event::Discard;
 use ccci::process::Runner;
 use ccci::signal::Cancel;
