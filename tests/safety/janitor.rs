@@ -1,0 +1,826 @@
+//! J1–J9: the janitor against real env files in a temporary abra home, real lock files held by
+//! helper processes, and real stacks on this machine's swarm.
+//!
+//! Each test uses its own domain zone, so its sweeps only ever see its own apps: other tests
+//! (and other ccci runs) deploy onto the same swarm at the same time.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use ccci::config::Config;
+use ccci::engine::{Engine, Kind};
+use ccci::event::{Event, EventSink, Recorder};
+use ccci::janitor::{self, Action, Summary, SweepOptions};
+use ccci::lock::{self, AppLock, Holder};
+use ccci::naming;
+use ccci::process::{Cmd, Runner};
+use ccci::signal::Cancel;
+use ccci::teardown::{self, Target};
+
+use super::support::{self, Reaper, Scratch, wait_file};
+
+const IMAGE: &str = "ccci-busybox:1";
+
+/// `false` when swarm tests are to be skipped; panics when docker, the swarm or the image is
+/// missing, so a machine without them never passes silently.
+fn need_swarm() -> bool {
+    if std::env::var("CCCI_SKIP_SWARM_TESTS").as_deref() == Ok("1") {
+        return false;
+    }
+    let hint = "run `bash scripts/setup-host.sh`, or set CCCI_SKIP_SWARM_TESTS=1 to skip";
+    let engine = Engine::from_env().unwrap_or_else(|e| panic!("docker unavailable: {e} ({hint})"));
+    let info = engine
+        .get_json("/v1.41/info")
+        .unwrap_or_else(|e| panic!("these tests need a running docker engine: {e} ({hint})"));
+    let state = info["Swarm"]["LocalNodeState"].as_str().unwrap_or("?");
+    assert_eq!(state, "active", "these tests need an active swarm ({hint})");
+    let image = engine
+        .request("GET", &format!("/v1.41/images/{IMAGE}/json"), None)
+        .unwrap();
+    assert!(
+        image.is_success(),
+        "these tests need the image {IMAGE} ({hint})"
+    );
+    true
+}
+
+fn runner() -> Runner {
+    Runner::new(Cancel::new())
+}
+
+/// A temporary abra home and lock dir, under a zone of this test's own.
+struct Host {
+    scratch: Scratch,
+    config: Config,
+}
+
+impl Host {
+    fn new(yaml: &str) -> Self {
+        let scratch = Scratch::new();
+        let zone = format!("{}.ccci.test", support::unique("z"));
+        let abra = scratch.dir.path().join("abra");
+        std::fs::create_dir_all(abra.join("servers/default")).unwrap();
+        let env = [
+            ("HOME", scratch.dir.path().to_str().unwrap()),
+            ("ABRA_DIR", abra.to_str().unwrap()),
+            ("CCCI_APP_LOCK_DIR", scratch.locks.to_str().unwrap()),
+            (
+                "CCCI_RUNS_DIR",
+                scratch.dir.path().join("runs").to_str().unwrap(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let text = format!("domain_zone: {zone}\nteardown_budget: 90s\n{yaml}");
+        let (config, warnings) = Config::from_yaml(&text, &env).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        Host { scratch, config }
+    }
+
+    fn domain(&self) -> String {
+        naming::test_domain(
+            "busybox",
+            "c0ffee",
+            &support::unique("run"),
+            &self.config.domain_zone,
+        )
+    }
+
+    fn env_file(&self, domain: &str) -> PathBuf {
+        let path = self.config.env_file(domain);
+        std::fs::write(&path, format!("TYPE=busybox\nDOMAIN={domain}\n")).unwrap();
+        path
+    }
+
+    fn lock_file(&self, domain: &str) -> PathBuf {
+        self.config.lock_file(domain)
+    }
+
+    fn sweep(&self, opts: &SweepOptions) -> (Summary, Recorder) {
+        let events = Recorder::default();
+        let summary = janitor::sweep(&self.config, &runner(), opts, &events);
+        (summary, events)
+    }
+
+    fn sweep_now(&self) -> (Summary, Recorder) {
+        self.sweep(&SweepOptions::now(false))
+    }
+
+    /// A `hold` helper holding `domain`'s lock, as a live run would.
+    fn hold(&self, reaper: &mut Reaper, name: &str, domain: &str, extra: &[(&str, &str)]) -> i32 {
+        let mut cmd = self.scratch.helper("hold", name);
+        cmd.env("CCCI_SAFETY_DOMAIN", domain)
+            .env("CCCI_SAFETY_RUN_ID", format!("run-{name}"));
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let pid = reaper.spawn(cmd);
+        wait_file(&self.scratch.file(&format!("{name}.ready")));
+        pid
+    }
+}
+
+fn notices(events: &Recorder) -> Vec<String> {
+    events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Notice { message } => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+fn only_detail(summary: &Summary) -> &janitor::Detail {
+    assert_eq!(summary.details.len(), 1, "{:#?}", summary.details);
+    &summary.details[0]
+}
+
+/// A stack labelled like ccci's overlay labels a run's resources; torn down when dropped,
+/// whatever the test did.
+struct Deployed {
+    stack: String,
+    domain: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Deployed {
+    fn new(domain: &str, with_domain_label: bool) -> Self {
+        let stack = naming::stack_name(domain);
+        let dir = tempfile::tempdir().unwrap();
+        let run_id = support::unique("run");
+        let deadline = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let mut labels = format!(
+            "ccci.run-id: \"{run_id}\"\n        ccci.deadline: \"{deadline}\"\n        ccci.recipe: busybox\n"
+        );
+        if with_domain_label {
+            labels.push_str(&format!("        ccci.domain: \"{domain}\"\n"));
+        }
+        let compose = format!(
+            r#"version: "3.8"
+services:
+  app:
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+    labels:
+        {labels}
+    deploy:
+      labels:
+        {labels}
+    volumes:
+      - data:/data
+    secrets:
+      - pw
+volumes:
+  data:
+    labels:
+        {labels}
+secrets:
+  pw:
+    file: ./pw
+    name: {stack}_pw_v1
+    labels:
+        {labels}
+networks:
+  default:
+    labels:
+        {labels}
+"#
+        );
+        std::fs::write(dir.path().join("compose.yml"), compose).unwrap();
+        std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+        let deployed = Deployed {
+            stack: stack.clone(),
+            domain: domain.to_string(),
+            _dir: dir,
+        };
+        runner()
+            .run(
+                &Cmd::new("docker")
+                    .args(["stack", "deploy", "-c", "compose.yml", &stack])
+                    .current_dir(deployed._dir.path())
+                    .timeout(Duration::from_secs(60)),
+            )
+            .unwrap_or_else(|e| panic!("deploy {stack}: {e}"));
+        // The volume appears when the task's container starts: wait for it, so a reap has
+        // every kind of resource to remove.
+        let engine = Engine::from_env().unwrap();
+        let namespace = format!("com.docker.stack.namespace={stack}");
+        support::wait_until_for(
+            Duration::from_secs(90),
+            &format!("the volume of {stack}"),
+            &mut || {
+                engine
+                    .list(Kind::Volume, &[namespace.as_str()])
+                    .is_ok_and(|v| !v.is_empty())
+            },
+        );
+        deployed
+    }
+
+    fn remaining(&self) -> Vec<String> {
+        teardown::remaining(&runner(), &self.stack).unwrap()
+    }
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        let target = Target {
+            domain: self.domain.clone(),
+            stack: self.stack.clone(),
+            env_file: None,
+        };
+        let budget = runner().with_budget(Duration::from_secs(120));
+        teardown::teardown(&budget, &target, &ccci::event::Discard);
+    }
+}
+
+fn assert_reaped(host: &Host, app: &Deployed, env_file: Option<&PathBuf>) {
+    assert_eq!(app.remaining(), Vec::<String>::new(), "left on the swarm");
+    if let Some(env_file) = env_file {
+        assert!(!env_file.exists(), "env file left behind");
+    }
+    assert!(
+        !host.lock_file(&app.domain).exists(),
+        "lock file not unlinked"
+    );
+}
+
+#[test]
+fn j1_orphan_is_reaped_exactly_once_and_its_lock_file_unlinked() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let mut reaper = Reaper::new();
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let app = Deployed::new(&domain, true);
+    // The run that made it was SIGKILLed: its lock file stays, free.
+    let pid = host.hold(&mut reaper, "dead", &domain, &[]);
+    reaper.signal(pid, nix::sys::signal::Signal::SIGKILL);
+    reaper.wait_exit(pid, support::WAIT);
+    assert!(host.lock_file(&domain).exists());
+
+    let (summary, events) = host.sweep_now();
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_eq!(summary.errors, 0, "{summary:#?}");
+    let detail = only_detail(&summary);
+    assert_eq!(detail.action, Action::Reaped);
+    assert_eq!(detail.domain.as_deref(), Some(domain.as_str()));
+    assert_reaped(&host, &app, Some(&env_file));
+    assert!(
+        events
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::TeardownStep { .. })),
+        "teardown reported nothing"
+    );
+    assert!(
+        summary
+            .line()
+            .starts_with("janitor: reaped 1, skipped 0 live")
+    );
+
+    // Exactly once: the next sweep has nothing to do.
+    let (again, _) = host.sweep_now();
+    assert_eq!((again.reaped, again.errors), (0, 0), "{again:#?}");
+    assert!(again.details.is_empty(), "{again:#?}");
+}
+
+#[test]
+fn j2_app_of_a_live_run_is_never_reaped_and_the_skip_is_logged() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let mut reaper = Reaper::new();
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let app = Deployed::new(&domain, true);
+    let pid = host.hold(&mut reaper, "live", &domain, &[]);
+
+    let (summary, events) = host.sweep_now();
+    assert_eq!(
+        (summary.reaped, summary.skipped_live),
+        (0, 1),
+        "{summary:#?}"
+    );
+    let detail = only_detail(&summary);
+    assert_eq!(detail.action, Action::SkippedLive);
+    assert_eq!(detail.holder.as_ref().unwrap().pid, pid as u32);
+    assert_eq!(detail.holder.as_ref().unwrap().run_id, "run-live");
+    assert!(
+        notices(&events)
+            .iter()
+            .any(|n| n.contains(&domain) && n.contains("skipped")),
+        "{:?}",
+        notices(&events)
+    );
+    assert!(!app.remaining().is_empty());
+    assert!(env_file.exists());
+    // The holder still holds: the probe took nothing from it.
+    assert!(
+        AppLock::try_acquire(
+            &host.config.lock_dir,
+            &domain,
+            &Holder::this_process("probe")
+        )
+        .unwrap()
+        .is_none()
+    );
+
+    // Once the run is gone, the next sweep reaps it.
+    std::fs::write(host.scratch.file("live.release"), "").unwrap();
+    reaper.wait_exit(pid, support::WAIT);
+    let (summary, _) = host.sweep_now();
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_reaped(&host, &app, Some(&env_file));
+}
+
+/// Runs `action` once, the first time an event matches.
+struct OnEvent<F: Fn() + Send + Sync> {
+    matches: fn(&Event) -> bool,
+    action: Mutex<Option<F>>,
+    events: Recorder,
+}
+
+impl<F: Fn() + Send + Sync> OnEvent<F> {
+    fn new(matches: fn(&Event) -> bool, action: F) -> Self {
+        OnEvent {
+            matches,
+            action: Mutex::new(Some(action)),
+            events: Recorder::default(),
+        }
+    }
+}
+
+impl<F: Fn() + Send + Sync> EventSink for OnEvent<F> {
+    fn event(&self, event: &Event) {
+        self.events.event(event);
+        if (self.matches)(event)
+            && let Some(action) = self.action.lock().unwrap().take()
+        {
+            action();
+        }
+    }
+}
+
+fn reap_started(e: &Event) -> bool {
+    matches!(e, Event::StepStarted { step, .. } if step == "reap")
+}
+
+fn candidates_listed(e: &Event) -> bool {
+    matches!(e, Event::StepStarted { step, .. } if step == "janitor")
+}
+
+#[test]
+fn j3_run_waiting_for_a_domain_starts_after_the_reap_on_a_clean_slate() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let app = Deployed::new(&domain, true);
+    let seen = Arc::new(Mutex::new(None));
+    let waiter = Arc::new(Mutex::new(None));
+    // When the reap starts, a new run asks for the same domain and blocks.
+    let sink = {
+        let (locks, domain, stack, env_file, seen, waiter) = (
+            host.config.lock_dir.clone(),
+            domain.clone(),
+            app.stack.clone(),
+            env_file.clone(),
+            seen.clone(),
+            waiter.clone(),
+        );
+        OnEvent::new(reap_started, move || {
+            let (locks, domain, stack, env_file, seen) = (
+                locks.clone(),
+                domain.clone(),
+                stack.clone(),
+                env_file.clone(),
+                seen.clone(),
+            );
+            let handle = std::thread::spawn(move || {
+                let holder = Holder::this_process("new-run");
+                let lock = AppLock::acquire(&locks, &domain, &holder, &Cancel::new()).unwrap();
+                // What the new run finds the moment it holds the lock.
+                let left = teardown::remaining(&runner(), &stack).unwrap();
+                let listed = lock::list(&locks).unwrap();
+                *seen.lock().unwrap() =
+                    Some((left, env_file.exists(), lock.path().exists(), listed));
+                lock
+            });
+            *waiter.lock().unwrap() = Some(handle);
+        })
+    };
+    let summary = janitor::sweep(&host.config, &runner(), &SweepOptions::now(false), &sink);
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    let handle = waiter.lock().unwrap().take().expect("the reap started");
+    let lock = handle.join().unwrap();
+    let (left, env_exists, lock_exists, listed) = seen.lock().unwrap().take().unwrap();
+    assert_eq!(left, Vec::<String>::new(), "the new run found leftovers");
+    assert!(!env_exists, "the new run found the old env file");
+    assert!(lock_exists, "the new run holds an unlinked lock file");
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].held);
+    assert_eq!(listed[0].holder.as_ref().unwrap().run_id, "new-run");
+    drop(lock);
+}
+
+#[test]
+fn j4_second_janitor_skips_an_orphan_the_first_is_reaping() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let app = Deployed::new(&domain, true);
+    let second = Arc::new(Mutex::new(None));
+    // The second janitor sweeps, start to end, while the first holds the lock and reaps.
+    let sink = {
+        let (config, second) = (host.config.clone(), second.clone());
+        OnEvent::new(reap_started, move || {
+            let events = Recorder::default();
+            let summary = janitor::sweep(&config, &runner(), &SweepOptions::now(false), &events);
+            *second.lock().unwrap() = Some(summary);
+        })
+    };
+    let first = janitor::sweep(&host.config, &runner(), &SweepOptions::now(false), &sink);
+    let second = second
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the second janitor ran");
+    assert_eq!(first.reaped, 1, "{first:#?}");
+    assert_eq!((second.reaped, second.skipped_live), (0, 1), "{second:#?}");
+    let holder = only_detail(&second).holder.clone().unwrap();
+    assert!(holder.run_id.starts_with("janitor-"), "{holder:?}");
+    assert_reaped(&host, &app, Some(&env_file));
+}
+
+#[test]
+fn j4_janitor_that_listed_an_orphan_another_reaped_does_not_reap_it_again() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let app = Deployed::new(&domain, true);
+    let first = Arc::new(Mutex::new(None));
+    // The second janitor has listed its candidates; the first then sweeps start to end
+    // before the second probes any lock.
+    let sink = {
+        let (config, first) = (host.config.clone(), first.clone());
+        OnEvent::new(candidates_listed, move || {
+            let summary = janitor::sweep(
+                &config,
+                &runner(),
+                &SweepOptions::now(false),
+                &Recorder::default(),
+            );
+            *first.lock().unwrap() = Some(summary);
+        })
+    };
+    let second = janitor::sweep(&host.config, &runner(), &SweepOptions::now(false), &sink);
+    let first = first.lock().unwrap().take().expect("the first janitor ran");
+    assert_eq!(first.reaped, 1, "{first:#?}");
+    assert_eq!((second.reaped, second.errors), (0, 0), "{second:#?}");
+    assert_eq!(only_detail(&second).action, Action::AlreadyGone);
+    assert_reaped(&host, &app, Some(&env_file));
+}
+
+#[test]
+fn j5_app_without_any_lock_file_is_reaped_at_once() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let app = Deployed::new(&domain, true);
+    assert_eq!(std::fs::read_dir(&host.config.lock_dir).unwrap().count(), 0);
+    let (summary, _) = host.sweep_now();
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_reaped(&host, &app, Some(&env_file));
+}
+
+#[test]
+fn j5_stack_without_env_file_or_domain_label_is_reaped_by_its_stack_name() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let app = Deployed::new(&domain, false);
+    let (summary, _) = host.sweep_now();
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_eq!(
+        only_detail(&summary).domain.as_deref(),
+        Some(domain.as_str())
+    );
+    assert_reaped(&host, &app, None);
+}
+
+#[test]
+fn j5_stack_without_domain_label_follows_its_lock_file() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let mut reaper = Reaper::new();
+    let domain = host.domain();
+    let app = Deployed::new(&domain, false);
+    host.hold(&mut reaper, "live", &domain, &[]);
+    let (summary, _) = host.sweep_now();
+    assert_eq!(
+        (summary.reaped, summary.skipped_live),
+        (0, 1),
+        "{summary:#?}"
+    );
+    assert!(!app.remaining().is_empty());
+}
+
+#[test]
+fn j6_lock_held_past_the_leak_threshold_is_flagged_with_its_holder_not_stolen() {
+    let host = Host::new("leak_threshold: 120m\n");
+    let mut reaper = Reaper::new();
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let three_hours_ago =
+        humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(3 * 3600))
+            .to_string();
+    let pid = host.hold(
+        &mut reaper,
+        "old",
+        &domain,
+        &[("CCCI_SAFETY_STARTED_AT", three_hours_ago.as_str())],
+    );
+    let (summary, events) = host.sweep_now();
+    assert_eq!(
+        (summary.reaped, summary.flagged_leaked, summary.skipped_live),
+        (0, 1, 0),
+        "{summary:#?}"
+    );
+    let detail = summary
+        .details
+        .iter()
+        .find(|d| d.action == Action::FlaggedLeaked)
+        .unwrap();
+    let holder = detail.holder.as_ref().unwrap();
+    assert_eq!(
+        (holder.run_id.as_str(), holder.pid),
+        ("run-old", pid as u32)
+    );
+    assert!(detail.held_secs.unwrap() >= 3 * 3600);
+    assert!(
+        notices(&events)
+            .iter()
+            .any(|n| n.contains("possible leaked run") && n.contains("run-old")),
+        "{:?}",
+        notices(&events)
+    );
+    assert!(summary.needs_attention());
+    // Not stolen: still held by the old run, its app untouched.
+    assert!(env_file.exists());
+    assert!(
+        AppLock::try_acquire(
+            &host.config.lock_dir,
+            &domain,
+            &Holder::this_process("probe")
+        )
+        .unwrap()
+        .is_none()
+    );
+    let text = std::fs::read_to_string(host.lock_file(&domain)).unwrap();
+    assert!(text.contains("run-old"), "{text}");
+}
+
+#[test]
+fn j7_warm_apps_are_never_probed_and_get_no_lock_file() {
+    let host = Host::new("");
+    let domain = host.domain();
+    let host = {
+        let mut host = host;
+        host.config.warm_apps = vec![domain.clone()];
+        host
+    };
+    let env_file = host.env_file(&domain);
+    for dry_run in [true, false] {
+        let (summary, _) = host.sweep(&SweepOptions::now(dry_run));
+        assert_eq!((summary.reaped, summary.would_reap), (0, 0), "{summary:#?}");
+        let warm = summary
+            .details
+            .iter()
+            .find(|d| d.domain.as_deref() == Some(domain.as_str()))
+            .unwrap();
+        assert_eq!(warm.action, Action::SkippedWarm);
+        assert!(!host.lock_file(&domain).exists(), "a lock file was created");
+        assert!(env_file.exists());
+    }
+}
+
+#[test]
+fn j8_directory_in_place_of_a_lock_file_is_skipped_and_logged() {
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    std::fs::create_dir(host.lock_file(&domain)).unwrap();
+    let (summary, events) = host.sweep_now();
+    assert_eq!(summary.reaped, 0);
+    let detail = summary
+        .details
+        .iter()
+        .find(|d| d.domain.as_deref() == Some(domain.as_str()))
+        .unwrap();
+    assert_eq!(detail.action, Action::Error);
+    assert!(detail.reason.contains("directory"), "{}", detail.reason);
+    assert!(notices(&events).iter().any(|n| n.contains("directory")));
+    assert!(summary.errors >= 1);
+    assert!(env_file.exists());
+    assert!(host.lock_file(&domain).is_dir());
+}
+
+#[test]
+fn j8_missing_lock_directory_is_skipped_and_logged_nothing_reaped() {
+    let mut host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    host.config.lock_dir = host.scratch.dir.path().join("no-such-locks");
+    let (summary, events) = host.sweep_now();
+    assert_eq!((summary.reaped, summary.errors), (0, 1), "{summary:#?}");
+    assert!(
+        notices(&events)
+            .iter()
+            .any(|n| n.contains("lock directory"))
+    );
+    assert!(env_file.exists());
+    assert!(
+        !host.config.lock_dir.exists(),
+        "the janitor created the lock dir"
+    );
+    // Unreadable is no better than missing: a file where the directory should be.
+    std::fs::write(&host.config.lock_dir, "").unwrap();
+    let (summary, _) = host.sweep_now();
+    assert_eq!((summary.reaped, summary.errors), (0, 1), "{summary:#?}");
+}
+
+#[test]
+fn j8_corrupt_lock_file_is_skipped_not_reaped_not_rewritten() {
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    std::fs::write(host.lock_file(&domain), "{not json").unwrap();
+    let (summary, events) = host.sweep_now();
+    assert_eq!(summary.reaped, 0, "{summary:#?}");
+    let detail = summary
+        .details
+        .iter()
+        .find(|d| d.domain.as_deref() == Some(domain.as_str()))
+        .unwrap();
+    assert_eq!(detail.action, Action::Error, "{summary:#?}");
+    assert!(!notices(&events).is_empty());
+    assert!(env_file.exists());
+    assert_eq!(
+        std::fs::read_to_string(host.lock_file(&domain)).unwrap(),
+        "{not json"
+    );
+    // `ccci locks` shows it rather than failing.
+    let listed = lock::list(&host.config.lock_dir).unwrap();
+    assert!(listed[0].corrupt && listed[0].holder.is_none());
+}
+
+#[test]
+fn j8_unreadable_env_file_is_skipped_and_logged() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.config.env_file(&domain);
+    std::fs::write(&env_file, b"TYPE=\xff\xfe\n").unwrap();
+    let (summary, _) = host.sweep_now();
+    let detail = only_detail(&summary);
+    assert_eq!(detail.action, Action::Error, "{summary:#?}");
+    assert!(detail.reason.contains("env file"), "{}", detail.reason);
+    assert!(env_file.exists());
+}
+
+#[test]
+fn j8_swarm_that_cannot_be_asked_means_nothing_is_reaped() {
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let dead = Engine::at(host.scratch.dir.path().join("no-docker.sock"));
+    let events = Recorder::default();
+    let summary = janitor::sweep_with(
+        &host.config,
+        &runner(),
+        Ok(&dead),
+        &SweepOptions::now(false),
+        &events,
+    );
+    assert_eq!(summary.reaped, 0, "{summary:#?}");
+    assert!(summary.errors >= 1);
+    assert!(
+        notices(&events).iter().any(|n| n.contains("swarm")),
+        "{:?}",
+        notices(&events)
+    );
+    assert!(env_file.exists());
+    assert!(!host.lock_file(&domain).exists(), "a lock file was created");
+}
+
+#[test]
+fn j9_nothing_created_after_the_sweep_started_is_reaped() {
+    // An env file newer than the sweep's start.
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let opts = SweepOptions {
+        dry_run: false,
+        now: SystemTime::now() - Duration::from_secs(60),
+    };
+    let (summary, _) = host.sweep(&opts);
+    assert_eq!(
+        only_detail(&summary).action,
+        Action::SkippedNew,
+        "{summary:#?}"
+    );
+    assert_eq!(summary.reaped, 0);
+    assert!(env_file.exists());
+    assert!(!host.lock_file(&domain).exists());
+}
+
+#[test]
+fn j9_stack_deployed_after_the_sweep_started_is_left_for_the_next_sweep() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let started = SystemTime::now() - Duration::from_secs(1);
+    let app = Deployed::new(&domain, true);
+    let opts = SweepOptions {
+        dry_run: false,
+        now: started,
+    };
+    let (summary, _) = host.sweep(&opts);
+    assert_eq!(
+        only_detail(&summary).action,
+        Action::SkippedNew,
+        "{summary:#?}"
+    );
+    assert!(!app.remaining().is_empty());
+    let (summary, _) = host.sweep_now();
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_reaped(&host, &app, None);
+}
+
+#[test]
+fn dry_run_reports_the_orphan_and_changes_nothing() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let app = Deployed::new(&domain, true);
+    let (summary, _) = host.sweep(&SweepOptions::now(true));
+    assert_eq!((summary.would_reap, summary.reaped), (1, 0), "{summary:#?}");
+    assert_eq!(only_detail(&summary).action, Action::WouldReap);
+    assert!(
+        summary
+            .line()
+            .starts_with("janitor (dry run): would reap 1")
+    );
+    assert!(env_file.exists());
+    assert!(!host.lock_file(&domain).exists());
+    assert!(!app.remaining().is_empty());
+    let (summary, _) = host.sweep_now();
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_reaped(&host, &app, Some(&env_file));
+}
+
+#[test]
+fn hand_made_apps_and_other_zones_are_not_candidates() {
+    let host = Host::new("");
+    for name in ["myblog.example.org", "bus-abcdef.other.zone"] {
+        std::fs::write(host.config.env_file(name), "TYPE=x\n").unwrap();
+    }
+    let (summary, _) = host.sweep(&SweepOptions::now(true));
+    assert!(
+        summary.details.iter().all(|d| d.domain.is_none()),
+        "{summary:#?}"
+    );
+}
