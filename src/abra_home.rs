@@ -72,8 +72,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let canonical = tmp.path().join("canonical");
         let home = AbraHome::create(&tmp.path().join("run"), &canonical).unwrap();
-        assert!(home.dir.join("servers").symlink_metadata().unwrap().is_symlink());
-        assert!(home.dir.join("catalogue").symlink_metadata().unwrap().is_symlink());
+        assert!(
+            home.dir
+                .join("servers")
+                .symlink_metadata()
+                .unwrap()
+                .is_symlink()
+        );
+        assert!(
+            home.dir
+                .join("catalogue")
+                .symlink_metadata()
+                .unwrap()
+                .is_symlink()
+        );
         let recipes = home.dir.join("recipes").symlink_metadata().unwrap();
         assert!(recipes.is_dir() && !recipes.is_symlink());
         // Creating it again (a replayed step) is fine.
@@ -91,11 +103,23 @@ mod tests {
         let mut env = EnvFile::parse("TYPE=demo\n");
         env.set("FROM_RUN", "1");
         env.write(&through_run).unwrap();
-        assert_eq!(EnvFile::read(&canonical_file).unwrap().get("FROM_RUN").as_deref(), Some("1"));
+        assert_eq!(
+            EnvFile::read(&canonical_file)
+                .unwrap()
+                .get("FROM_RUN")
+                .as_deref(),
+            Some("1")
+        );
         let mut env = EnvFile::read(&canonical_file).unwrap();
         env.set("FROM_CANONICAL", "2");
         env.write(&canonical_file).unwrap();
-        assert_eq!(EnvFile::read(&through_run).unwrap().get("FROM_CANONICAL").as_deref(), Some("2"));
+        assert_eq!(
+            EnvFile::read(&through_run)
+                .unwrap()
+                .get("FROM_CANONICAL")
+                .as_deref(),
+            Some("2")
+        );
     }
 
     #[test]

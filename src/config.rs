@@ -153,9 +153,12 @@ impl Config {
                 }
             }
         } else {
-            return Err(Error::Config(format!("{origin} must be a mapping of settings")));
+            return Err(Error::Config(format!(
+                "{origin} must be a mapping of settings"
+            )));
         }
-        let raw = crate::yaml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        let raw =
+            crate::yaml::from_str(text).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
         Ok((raw, warnings))
     }
 
@@ -167,7 +170,9 @@ impl Config {
             .map(PathBuf::from)
             .or(raw.abra_dir)
             .or_else(|| home.as_ref().map(|h| h.join(".abra")))
-            .ok_or_else(|| Error::Config("cannot find the abra home: set ABRA_DIR or HOME".into()))?;
+            .ok_or_else(|| {
+                Error::Config("cannot find the abra home: set ABRA_DIR or HOME".into())
+            })?;
         let runs_dir = env
             .get("CCCI_RUNS_DIR")
             .map(PathBuf::from)
@@ -260,7 +265,9 @@ fn default_lock_dir(env: &Env, is_root: bool) -> PathBuf {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("`{text}` has no unit: write it like 90s, 15m or 1h"));
+        return Err(format!(
+            "`{text}` has no unit: write it like 90s, 15m or 1h"
+        ));
     }
     humantime::parse_duration(text)
         .map_err(|_| format!("`{text}` is not a duration: write it like 90s, 15m or 1h"))
@@ -307,7 +314,9 @@ mod tests {
         let (_, warnings) = Config::from_yaml("serverr: x\nserver: s", &e).unwrap();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("serverr"), "{warnings:?}");
-        let err = Config::from_yaml("deadline: 45", &e).unwrap_err().to_string();
+        let err = Config::from_yaml("deadline: 45", &e)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no unit"), "{err}");
         let err = Config::from_yaml("domain_zone: 'bad zone'", &e)
             .unwrap_err()

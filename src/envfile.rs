@@ -212,7 +212,10 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(env.compose_files(), vec!["compose.yml", "compose.mysql.yml"]);
+        assert_eq!(
+            env.compose_files(),
+            vec!["compose.yml", "compose.mysql.yml"]
+        );
         assert_eq!(EnvFile::parse("A=1").compose_files(), vec!["compose.yml"]);
     }
 

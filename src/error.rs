@@ -23,7 +23,9 @@ pub enum Error {
     #[error("interrupted by {}", crate::signal::signal_name(*.0))]
     Interrupted(i32),
     /// The parent process died before the lifetime guard was installed.
-    #[error("parent process {expected} died before the run started; refusing to start an unguarded run")]
+    #[error(
+        "parent process {expected} died before the run started; refusing to start an unguarded run"
+    )]
     Orphaned { expected: i32 },
     #[error("failed to {action} {}: {source}", path.display())]
     Io {

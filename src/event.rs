@@ -23,9 +23,14 @@ pub enum Event {
         run_dir: String,
     },
     /// Something worth telling that changes nothing, e.g. a fallback that was taken.
-    Notice { message: String },
+    Notice {
+        message: String,
+    },
     /// A step of the run (fetch, deploy, wait, …) began.
-    StepStarted { step: String, detail: String },
+    StepStarted {
+        step: String,
+        detail: String,
+    },
     /// A step ended; `ok` false carries the reason in `detail`.
     StepFinished {
         step: String,
@@ -34,7 +39,10 @@ pub enum Event {
         #[serde(with = "secs")]
         elapsed: Duration,
     },
-    StageStarted { stage: Stage, detail: String },
+    StageStarted {
+        stage: Stage,
+        detail: String,
+    },
     StageFinished {
         stage: Stage,
         status: StageStatus,
@@ -43,7 +51,11 @@ pub enum Event {
         elapsed: Duration,
     },
     /// Readiness progress: how many services are ready, and what the rest are waiting for.
-    Waiting { ready: usize, total: usize, detail: String },
+    Waiting {
+        ready: usize,
+        total: usize,
+        detail: String,
+    },
     /// The swarm killed or rejected a task: the fail-fast signal.
     TaskFailed {
         service: String,
@@ -51,9 +63,17 @@ pub enum Event {
         exit_code: Option<i64>,
     },
     /// A recipe test executable or hook ran.
-    TestRan { name: String, ok: bool, detail: String },
+    TestRan {
+        name: String,
+        ok: bool,
+        detail: String,
+    },
     /// One thing teardown removed, or could not.
-    TeardownStep { what: String, ok: bool, detail: String },
+    TeardownStep {
+        what: String,
+        ok: bool,
+        detail: String,
+    },
     /// The run reached its verdict. Teardown may still follow.
     Verdict {
         verdict: Verdict,
@@ -62,7 +82,10 @@ pub enum Event {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
     }
 }
@@ -80,7 +103,11 @@ impl Event {
                 ..
             } => format!(
                 "run {run_id}: recipe {recipe} on {domain} with the {driver} driver, stages {}",
-                stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                stages
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Event::Notice { message } => format!("note: {message}"),
             Event::StepStarted { step, detail } if detail.is_empty() => format!("{step} …"),
@@ -176,7 +203,10 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

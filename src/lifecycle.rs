@@ -548,7 +548,7 @@ impl Run<'_> {
         {
             let diagnosis = self
                 .swarm
-                .diagnose(&self.app.stack.to_string(), &self.run_dir.diagnostics());
+                .diagnose(self.app.stack, &self.run_dir.diagnostics());
             for service in &diagnosis.services {
                 let reason = service.reason.as_deref().unwrap_or("ready");
                 let last_log = service.logs.last().map(String::as_str).unwrap_or("");

@@ -33,11 +33,7 @@ pub fn validate_recipe(name: &str) -> Result<()> {
 
 /// An app domain: dot-separated labels of lowercase letters, digits and `-`.
 pub fn validate_domain(domain: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(Error::Usage(format!(
-            "invalid domain `{domain}`: {why}"
-        )))
-    };
+    let bad = |why: &str| Err(Error::Usage(format!("invalid domain `{domain}`: {why}")));
     if domain.len() > 253 {
         return bad("longer than 253 characters");
     }
@@ -105,17 +101,18 @@ pub fn test_domain(recipe: &str, commit: &str, run_id: &str, zone: &str) -> Stri
         .filter(char::is_ascii_alphanumeric)
         .take(PREFIX_LEN)
         .collect();
-    let prefix = if prefix.is_empty() { "app".to_string() } else { prefix };
+    let prefix = if prefix.is_empty() {
+        "app".to_string()
+    } else {
+        prefix
+    };
     let hash = short_hash(&[recipe, commit, run_id]);
     format!("{prefix}-{hash}.{zone}")
 }
 
 /// True for exactly the domains [`test_domain`] makes under `zone`: the janitor's pattern.
 pub fn is_test_domain(domain: &str, zone: &str) -> bool {
-    let Some(host) = domain
-        .strip_suffix(zone)
-        .and_then(|h| h.strip_suffix('.'))
-    else {
+    let Some(host) = domain.strip_suffix(zone).and_then(|h| h.strip_suffix('.')) else {
         return false;
     };
     let Some((prefix, hash)) = host.split_once('-') else {
@@ -167,7 +164,14 @@ mod tests {
     #[test]
     fn domains_are_validated() {
         assert!(validate_domain("gho-a1b2c3.ci.example.org").is_ok());
-        for bad in ["localhost", "UPPER.example", "a..b", "-a.b", "a_b.c", "x.y-"] {
+        for bad in [
+            "localhost",
+            "UPPER.example",
+            "a..b",
+            "-a.b",
+            "a_b.c",
+            "x.y-",
+        ] {
             assert!(validate_domain(bad).is_err(), "{bad}");
         }
     }
@@ -175,8 +179,14 @@ mod tests {
     #[test]
     fn generated_domains_are_short_stable_and_recognised() {
         let d = test_domain("ghost", "0123abc", "manual-42", "ci.example.org");
-        assert_eq!(d, test_domain("ghost", "0123abc", "manual-42", "ci.example.org"));
-        assert_ne!(d, test_domain("ghost", "0123abc", "manual-43", "ci.example.org"));
+        assert_eq!(
+            d,
+            test_domain("ghost", "0123abc", "manual-42", "ci.example.org")
+        );
+        assert_ne!(
+            d,
+            test_domain("ghost", "0123abc", "manual-43", "ci.example.org")
+        );
         assert!(d.starts_with("gho-"), "{d}");
         assert!(validate_domain(&d).is_ok());
         assert!(is_test_domain(&d, "ci.example.org"));

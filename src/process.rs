@@ -392,10 +392,7 @@ impl Runner {
             });
         }
         let sink = cmd.log_output.then(|| self.sink.clone()).flatten();
-        let stdout = child
-            .stdout
-            .take()
-            .map(|pipe| collect(pipe, sink.clone()));
+        let stdout = child.stdout.take().map(|pipe| collect(pipe, sink.clone()));
         let stderr = child.stderr.take().map(|pipe| collect(pipe, sink));
         let status = self.wait(&mut child, cmd.timeout, &display, started)?;
         let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
@@ -558,6 +555,10 @@ fn collect(
     })
 }
 
+/// The child behind a [`LineStream`] closed its output (it exited).
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamClosed;
+
 /// Lines from a long-running child. Ends the child's process group when dropped.
 pub struct LineStream {
     child: Child,
@@ -567,11 +568,11 @@ pub struct LineStream {
 impl LineStream {
     /// The next line, waiting at most `timeout`. `Ok(None)` on timeout; `Err` once the child
     /// has closed its output.
-    pub fn next_line(&self, timeout: Duration) -> Result<Option<String>, ()> {
+    pub fn next_line(&self, timeout: Duration) -> Result<Option<String>, StreamClosed> {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => Ok(Some(line)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(()),
+            Err(RecvTimeoutError::Disconnected) => Err(StreamClosed),
         }
     }
 }

@@ -291,7 +291,13 @@ mod tests {
     #[test]
     fn junit_counts_failures_and_escapes_reasons() {
         let xml = record().junit();
-        assert!(xml.contains("tests=\"2\" failures=\"1\" skipped=\"0\""), "{xml}");
-        assert!(xml.contains("exit &lt;137&gt; &amp; &quot;unhealthy&quot;"), "{xml}");
+        assert!(
+            xml.contains("tests=\"2\" failures=\"1\" skipped=\"0\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("exit &lt;137&gt; &amp; &quot;unhealthy&quot;"),
+            "{xml}"
+        );
     }
 }

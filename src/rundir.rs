@@ -159,7 +159,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::create(tmp.path(), "r1", false).unwrap();
         std::fs::write(run.run_json(), "{}").unwrap();
-        let err = RunDir::create(tmp.path(), "r1", false).unwrap_err().to_string();
+        let err = RunDir::create(tmp.path(), "r1", false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("already holds a run"), "{err}");
         assert!(RunDir::create(tmp.path(), "r1", true).is_ok());
     }

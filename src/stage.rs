@@ -65,6 +65,10 @@ mod tests {
         assert_eq!(Stage::parse_list("all").unwrap(), Stage::ALL.to_vec());
         let picked = Stage::normalise(vec![Stage::Backup, Stage::Install, Stage::Backup]);
         assert_eq!(picked, vec![Stage::Install, Stage::Backup]);
-        assert!(Stage::parse_list("deploy").unwrap_err().contains("install, upgrade"));
+        assert!(
+            Stage::parse_list("deploy")
+                .unwrap_err()
+                .contains("install, upgrade")
+        );
     }
 }

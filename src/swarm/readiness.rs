@@ -92,15 +92,17 @@ pub fn assess(snap: &Snapshot, since: SystemTime) -> Assessment {
                 .last_probe()
                 .map(|p| format!(" (last healthcheck: {p})"))
                 .unwrap_or_default();
-            // The swarm answers an unhealthy container by killing it (SIGKILL, exit 137, task
-            // error "non-zero exit (137): dockerexec: unhealthy container"). Reporting it now
-            // rather than after the kill lands saves a poll round trip.
+            // The swarm answers an unhealthy container by stopping it: SIGTERM, then SIGKILL
+            // (exit 137) once the stop grace period ends, and only then does the task fail
+            // with "non-zero exit (…): dockerexec: unhealthy container". That can be many
+            // seconds away, so the failure is reported now. The exit code is not known yet
+            // (a process that honours SIGTERM exits otherwise), so none is claimed.
             return Assessment::Failed(NotReady::TaskFailed {
                 service: service.short_name.clone(),
                 error: format!(
-                    "unhealthy container, killed by the swarm (non-zero exit (137): dockerexec: unhealthy container){probe}"
+                    "unhealthy container: the swarm is stopping it (SIGTERM, then SIGKILL with exit 137 after the stop grace period){probe}"
                 ),
-                exit_code: Some(137),
+                exit_code: None,
             });
         }
     }
@@ -325,7 +327,7 @@ fn wait_for_change(
                 }
             }
             Some(Ok(None)) => {}
-            Some(Err(())) => {
+            Some(Err(crate::process::StreamClosed)) => {
                 // The stream ended: fall back to polling.
                 *events = None;
             }
