@@ -283,6 +283,7 @@ fn an_unhealthy_service_fails_fast_and_is_diagnosed() {
     let started = Instant::now();
     let err = wait(&swarm, &stack, since, &events).unwrap_err();
     let took = started.elapsed();
+    println!("unhealthy service failed after {took:?}: {err}");
     let NotReady::TaskFailed { service, error, .. } = &err else {
         panic!("expected a task failure, got {err}");
     };
@@ -322,6 +323,7 @@ fn a_missing_image_fails_fast_with_no_such_image() {
     let started = Instant::now();
     let err = wait(&swarm, &stack, since, &Recorder::default()).unwrap_err();
     let took = started.elapsed();
+    println!("missing image failed after {took:?}: {err}");
     let NotReady::TaskFailed {
         service,
         error,
@@ -529,6 +531,33 @@ fn teardown_of_a_stack_that_never_existed_is_clean() {
     assert!(outcome.removed.is_empty(), "{:?}", outcome.removed);
 }
 
+#[test]
+fn teardown_out_of_budget_reports_leftovers_instead_of_failing() {
+    let Some(_) = swarm() else { return };
+    let stack = Stack::new();
+    stack.deploy(&healthy_compose());
+    // A budget already spent: nothing can run, and teardown must say so, not hang or panic.
+    let spent = runner().with_budget(Duration::ZERO);
+    let events = Recorder::default();
+    let started = Instant::now();
+    let outcome = teardown::teardown(&spent, &stack.target(), &events);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!outcome.leftovers.is_empty());
+    assert!(
+        events
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::TeardownStep { ok: false, .. })),
+        "{:?}",
+        events.events()
+    );
+    // The guard's teardown, with a real budget, then cleans up.
+}
+
 /// Measures teardown against a graceful `docker stack rm` that waits for the containers to
 /// go, for a one-service stack whose main process ignores SIGTERM. Run with
 /// `cargo test --test swarm -- --ignored --nocapture teardown_timing`.
@@ -565,12 +594,37 @@ fn teardown_timing() {
     let fast = Stack::new();
     let since = fast.deploy(&compose);
     wait(&swarm, &fast, since, &Recorder::default()).expect("ready");
-    let outcome = fast.teardown();
+    let steps = Timed::default();
+    let outcome = teardown::teardown(
+        &runner().with_budget(Duration::from_secs(90)),
+        &fast.target(),
+        &steps,
+    );
     assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
+    for (at, event) in steps.0.lock().unwrap().iter() {
+        println!("{at:>6.2}s {}", event.to_line());
+    }
     println!(
         "graceful stack rm + containers gone: {:.2}s; ccci teardown (everything gone): {:.2}s",
         graceful_took.as_secs_f64(),
         outcome.elapsed.as_secs_f64()
     );
     assert!(outcome.elapsed < graceful_took);
+}
+
+/// A sink that notes when each event came, for the timing measurement.
+#[derive(Default)]
+struct Timed(
+    std::sync::Mutex<Vec<(f64, Event)>>,
+    std::sync::OnceLock<Instant>,
+);
+
+impl ccci::event::EventSink for Timed {
+    fn event(&self, event: &Event) {
+        let start = *self.1.get_or_init(Instant::now);
+        self.0
+            .lock()
+            .unwrap()
+            .push((start.elapsed().as_secs_f64(), event.clone()));
+    }
 }
