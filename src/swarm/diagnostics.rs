@@ -104,7 +104,7 @@ impl Swarm {
                             .push(format!("no logs of task {}: {e}", short_id(&task))),
                     }
                 }
-                found.logs.sort_by(|a, b| a.get(13..).cmp(&b.get(13..)));
+                found.logs.sort_by_cached_key(|l| log_time(l, 1));
                 let skip = found.logs.len().saturating_sub(LOG_LINES);
                 found.logs = found.logs.split_off(skip);
             }
@@ -173,7 +173,7 @@ fn timestamped_lines(
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect();
-    lines.sort();
+    lines.sort_by_cached_key(|l| log_time(l, 0));
     let skip = lines.len().saturating_sub(LOG_LINES);
     Ok(lines.split_off(skip))
 }
@@ -330,6 +330,15 @@ fn render(service: &ServiceState, found: &ServiceDiagnosis) -> String {
     text
 }
 
+/// The timestamp a log line carries as its word number `word` (after a task prefix, if any).
+/// Parsed, because the engine trims trailing zeros of the nanoseconds and the text does not
+/// sort; lines without one keep their place (the sort is stable).
+fn log_time(line: &str, word: usize) -> Option<std::time::SystemTime> {
+    line.split_whitespace()
+        .nth(word)
+        .and_then(inspect::parse_time)
+}
+
 fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
@@ -366,6 +375,16 @@ mod tests {
                 .any(|h| h.ends_with("exit 1: nope"))
         );
         assert!(found.tasks[0].contains("state ready"), "{:?}", found.tasks);
+    }
+
+    #[test]
+    fn log_lines_sort_by_their_time() {
+        let mut lines = vec![
+            "2026-11-22T00:13:17.61Z capt_bad.1.b@vm | second".to_string(),
+            "2026-11-22T00:13:17.6001Z capt_bad.1.a@vm | first".to_string(),
+        ];
+        lines.sort_by_cached_key(|l| log_time(l, 0));
+        assert!(lines[0].ends_with("first"), "{lines:?}");
     }
 
     #[test]

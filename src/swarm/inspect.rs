@@ -176,7 +176,9 @@ impl Snapshot {
             .iter()
             .filter(|t| !service.id.is_empty() && t.service_id.starts_with(&service.id))
             .collect();
-        tasks.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        // By parsed time: the engine trims trailing zeros of the nanoseconds, so the text
+        // does not sort.
+        tasks.sort_by(|a, b| (b.created, &b.created_at).cmp(&(a.created, &a.created_at)));
         tasks
     }
 
@@ -787,6 +789,35 @@ pub(crate) mod tests {
         assert_eq!(secs.subsec_nanos(), 272_246_184);
         assert!(parse_time("0001-01-01T00:00:00Z").is_none());
         assert!(parse_time("garbage").is_none());
+    }
+
+    #[test]
+    fn tasks_sort_newest_first_by_time_not_text() {
+        let service = ServiceState {
+            id: "svc".into(),
+            ..ServiceState::default()
+        };
+        let task = |id: &str, created_at: &str| TaskState {
+            id: id.into(),
+            service_id: "svc1234".into(),
+            created: parse_time(created_at),
+            created_at: created_at.into(),
+            ..TaskState::default()
+        };
+        let snap = Snapshot {
+            services: vec![service.clone()],
+            tasks: vec![
+                task("older", "2026-11-22T00:12:20.2718Z"),
+                task("newer", "2026-11-22T00:12:20.27181722Z"),
+            ],
+            ..Snapshot::default()
+        };
+        let ids: Vec<&str> = snap
+            .tasks_of(&service)
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect();
+        assert_eq!(ids, ["newer", "older"]);
     }
 
     #[test]
