@@ -459,10 +459,12 @@ impl Sweep<'_> {
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if !meta.is_file() => {
                 let reason = format!(
-                    "{} is not a lock file (a {}); left alone",
+                    "{} is not a lock file but a {}; left alone",
                     path.display(),
                     if meta.is_dir() {
                         "directory"
+                    } else if meta.file_type().is_symlink() {
+                        "symbolic link"
                     } else {
                         "special file"
                     }

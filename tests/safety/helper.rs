@@ -105,6 +105,8 @@ fn hold() -> i32 {
         let mut cmd = Command::new("sleep");
         cmd.arg("600").stdin(Stdio::null());
         support::own_group(&mut cmd);
+        // Never waited for on purpose: it must outlive this process; the test reaps it.
+        #[expect(clippy::zombie_processes, reason = "the child must outlive its holder")]
         let child = cmd.spawn().expect("spawn child");
         put("child", &child.id().to_string());
     }
