@@ -686,6 +686,36 @@ mod tests {
     }
 
     #[test]
+    fn reads_each_kind_in_its_own_shape() {
+        let labels = serde_json::json!({"ccci.run-id": "r", "n": 1});
+        let spec = serde_json::json!({"ID": "i1", "CreatedAt": "2024-01-01T00:00:00.5Z",
+            "Spec": {"Name": "s_app", "Labels": labels}});
+        for kind in [Kind::Service, Kind::Secret, Kind::Config] {
+            let r = resource(kind, &spec);
+            assert_eq!((r.id.as_str(), r.name.as_str()), ("i1", "s_app"));
+            // Non-string label values are dropped rather than failing the listing.
+            assert_eq!(r.labels.len(), 1);
+            assert!(r.created.is_some());
+        }
+        let container = serde_json::json!({"Id": "c1", "Names": ["/s_app.1.x"],
+            "Created": 1_700_000_000u64, "Labels": labels});
+        let r = resource(Kind::Container, &container);
+        assert_eq!((r.id.as_str(), r.name.as_str()), ("c1", "s_app.1.x"));
+        assert_eq!(
+            r.created,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        let network = serde_json::json!({"Id": "n1", "Name": "s_default", "Labels": null,
+            "Created": "2024-01-01T00:00:00+00:00"});
+        let r = resource(Kind::Network, &network);
+        assert_eq!((r.name.as_str(), r.labels.len()), ("s_default", 0));
+        // Whatever the engine sends, reading it never panics.
+        for kind in Kind::ALL {
+            let _ = resource(kind, &serde_json::json!([1, "x", null]));
+        }
+    }
+
+    #[test]
     fn lists_from_the_real_engine() {
         if std::env::var_os("CCCI_SKIP_SWARM_TESTS").is_some_and(|v| v == "1") {
             return;

@@ -90,7 +90,6 @@ fn l3_probes_fail_at_once_when_held_and_succeed_when_free() {
     assert_eq!(reaper.wait_exit(pid, support::WAIT).code, Some(0));
     let free = AppLock::try_acquire(&scratch.locks, "l3.ccci.test", &probe_holder()).unwrap();
     assert!(free.is_some());
-    assert!(!lock::list(&scratch.locks).unwrap()[0].held || free.is_some());
     drop(free);
     assert!(!lock::list(&scratch.locks).unwrap()[0].held);
 }
