@@ -60,11 +60,15 @@ extern "C" fn on_signal(signal: nix::libc::c_int) {
     let fd = PIPE_WRITE.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = signal as u8;
-        // SAFETY: write(2) is async-signal-safe; the fd stays open for the life of the process
-        // and the buffer is a local byte.
+        // The interrupted code may be about to read errno; write(2) can change it.
+        let saved = nix::errno::Errno::last_raw();
+        // SAFETY: write(2) is async-signal-safe; the fd stays open for the life of the process,
+        // is non-blocking (a full pipe drops the byte: the first signal already won), and the
+        // buffer is a local byte.
         unsafe {
             nix::libc::write(fd, (&byte as *const u8).cast(), 1);
         }
+        nix::errno::Errno::set_raw(saved);
     }
 }
 
@@ -84,6 +88,11 @@ pub const INTERRUPTING: [Signal; 4] = [
 pub fn install(cancel: &Cancel) -> Result<()> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::Infra(format!("failed to create the signal pipe: {e}")))?;
+    nix::fcntl::fcntl(
+        &write,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| Error::Infra(format!("failed to make the signal pipe non-blocking: {e}")))?;
     use std::os::fd::IntoRawFd;
     PIPE_WRITE.store(write.into_raw_fd(), Ordering::SeqCst);
     let action = SigAction::new(
