@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::engine::Kind;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::process::{Output, Runner};
@@ -45,67 +46,44 @@ impl Outcome {
     }
 }
 
-/// The kinds of swarm objects a stack leaves, in the order teardown removes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Service,
-    Container,
-    Volume,
-    Secret,
-    Config,
-    Network,
+/// Docker CLI arguments per kind of stack object; the kinds themselves are the engine's.
+/// `docker … ls` listing the names of this kind's objects of `stack`.
+fn list_args(kind: Kind, stack: &str) -> Vec<String> {
+    let filter = format!("label={NAMESPACE_LABEL}={stack}");
+    let (base, format): (&[&str], &str) = match kind {
+        Kind::Service => (&["service", "ls"], "{{.Name}}"),
+        Kind::Container => (&["ps", "-a"], "{{.Names}}"),
+        Kind::Volume => (&["volume", "ls"], "{{.Name}}"),
+        Kind::Secret => (&["secret", "ls"], "{{.Name}}"),
+        Kind::Config => (&["config", "ls"], "{{.Name}}"),
+        Kind::Network => (&["network", "ls"], "{{.Name}}"),
+    };
+    base.iter()
+        .map(|s| s.to_string())
+        .chain([
+            "--filter".to_string(),
+            filter,
+            "--format".to_string(),
+            format.to_string(),
+        ])
+        .collect()
 }
 
-impl Kind {
-    fn noun(self) -> &'static str {
-        match self {
-            Kind::Service => "service",
-            Kind::Container => "container",
-            Kind::Volume => "volume",
-            Kind::Secret => "secret",
-            Kind::Config => "config",
-            Kind::Network => "network",
-        }
-    }
-
-    /// `docker … ls` listing the names of this kind's objects of `stack`.
-    fn list_args(self, stack: &str) -> Vec<String> {
-        let filter = format!("label={NAMESPACE_LABEL}={stack}");
-        let (base, format): (&[&str], &str) = match self {
-            Kind::Service => (&["service", "ls"], "{{.Name}}"),
-            Kind::Container => (&["ps", "-a"], "{{.Names}}"),
-            Kind::Volume => (&["volume", "ls"], "{{.Name}}"),
-            Kind::Secret => (&["secret", "ls"], "{{.Name}}"),
-            Kind::Config => (&["config", "ls"], "{{.Name}}"),
-            Kind::Network => (&["network", "ls"], "{{.Name}}"),
-        };
-        base.iter()
-            .map(|s| s.to_string())
-            .chain([
-                "--filter".to_string(),
-                filter,
-                "--format".to_string(),
-                format.to_string(),
-            ])
-            .collect()
-    }
-
-    /// `docker … rm` for names of this kind. Containers are removed by force, which kills
-    /// them first, and with their anonymous volumes.
-    fn remove_args(self, names: &[String]) -> Vec<String> {
-        let base: &[&str] = match self {
-            Kind::Service => &["service", "rm"],
-            Kind::Container => &["rm", "--force", "--volumes"],
-            Kind::Volume => &["volume", "rm"],
-            Kind::Secret => &["secret", "rm"],
-            Kind::Config => &["config", "rm"],
-            Kind::Network => &["network", "rm"],
-        };
-        base.iter()
-            .map(|s| s.to_string())
-            .chain(names.iter().cloned())
-            .collect()
-    }
+/// `docker … rm` for names of this kind. Containers are removed by force, which kills
+/// them first, and with their anonymous volumes.
+fn remove_args(kind: Kind, names: &[String]) -> Vec<String> {
+    let base: &[&str] = match kind {
+        Kind::Service => &["service", "rm"],
+        Kind::Container => &["rm", "--force", "--volumes"],
+        Kind::Volume => &["volume", "rm"],
+        Kind::Secret => &["secret", "rm"],
+        Kind::Config => &["config", "rm"],
+        Kind::Network => &["network", "rm"],
+    };
+    base.iter()
+        .map(|s| s.to_string())
+        .chain(names.iter().cloned())
+        .collect()
 }
 
 /// Removes everything of `target`. `runner` should be bounded by the teardown budget
@@ -143,15 +121,15 @@ pub fn remaining(runner: &Runner, stack: &str) -> Result<Vec<String>> {
         Kind::Network,
     ] {
         for name in list(runner, kind, stack)? {
-            left.push(format!("{} {name}", kind.noun()));
+            left.push(format!("{} {name}", kind.as_str()));
         }
     }
     Ok(left)
 }
 
 fn list(runner: &Runner, kind: Kind, stack: &str) -> Result<Vec<String>> {
-    let what = format!("list the stack's {}s", kind.noun());
-    docker::lines(runner, &kind.list_args(stack), &what)
+    let what = format!("list the stack's {}s", kind.as_str());
+    docker::lines(runner, &list_args(kind, stack), &what)
 }
 
 struct Teardown<'a> {
@@ -247,7 +225,7 @@ impl Teardown<'_> {
         if names.is_empty() {
             return self.removed(what, &[]);
         }
-        let _ = self.docker(&Kind::Service.remove_args(&names));
+        let _ = self.docker(&remove_args(Kind::Service, &names));
         match list(self.runner, Kind::Service, self.stack) {
             Ok(left) if left.is_empty() => {
                 let removed: Vec<String> = names.iter().map(|n| format!("service {n}")).collect();
@@ -278,7 +256,7 @@ impl Teardown<'_> {
                 let left = names.iter().map(|n| format!("container {n}")).collect();
                 return self.failed("containers", left, "still there when the budget ran out");
             }
-            if let Ok(out) = self.docker(&Kind::Container.remove_args(&names)) {
+            if let Ok(out) = self.docker(&remove_args(Kind::Container, &names)) {
                 // Each name removed is printed back; the rest are already gone, or being
                 // removed by the swarm itself (the next look tells).
                 for line in out.stdout_str().lines().map(str::trim) {
@@ -307,7 +285,7 @@ impl Teardown<'_> {
             if names.is_empty() {
                 return self.removed("volumes", &removed);
             }
-            let why = match self.docker(&Kind::Volume.remove_args(&names)) {
+            let why = match self.docker(&remove_args(Kind::Volume, &names)) {
                 Ok(out) => {
                     for line in out.stdout_str().lines().map(str::trim) {
                         if names.iter().any(|n| n == line) {
@@ -337,14 +315,14 @@ impl Teardown<'_> {
         if let Ok(names) = list(self.runner, Kind::Container, self.stack)
             && !names.is_empty()
         {
-            let _ = self.docker(&Kind::Container.remove_args(&names));
+            let _ = self.docker(&remove_args(Kind::Container, &names));
         }
     }
 
     /// Secrets and configs: `stack rm` removes those the stack file declared; this removes the
     /// rest that carry the label (ccci creates some itself).
     fn simple(&mut self, kind: Kind) {
-        let what = format!("{}s", kind.noun());
+        let what = format!("{}s", kind.as_str());
         let names = match list(self.runner, kind, self.stack) {
             Ok(names) => names,
             Err(e) => return self.failed(&what, Vec::new(), &e.to_string()),
@@ -352,7 +330,7 @@ impl Teardown<'_> {
         if names.is_empty() {
             return self.removed(&what, &[]);
         }
-        let why = match self.docker(&kind.remove_args(&names)) {
+        let why = match self.docker(&remove_args(kind, &names)) {
             Ok(out) if out.success() => String::new(),
             Ok(out) => out.last_error_line(),
             Err(e) => e.to_string(),
@@ -362,7 +340,7 @@ impl Teardown<'_> {
                 let gone: Vec<String> = names
                     .iter()
                     .filter(|n| !left.contains(n))
-                    .map(|n| format!("{} {n}", kind.noun()))
+                    .map(|n| format!("{} {n}", kind.as_str()))
                     .collect();
                 if left.is_empty() {
                     self.removed(&what, &gone);
@@ -370,7 +348,7 @@ impl Teardown<'_> {
                     self.outcome.removed.extend(gone);
                     let left = left
                         .iter()
-                        .map(|n| format!("{} {n}", kind.noun()))
+                        .map(|n| format!("{} {n}", kind.as_str()))
                         .collect();
                     self.failed(&what, left, &why);
                 }
@@ -402,7 +380,7 @@ impl Teardown<'_> {
                 };
                 return self.failed("networks", left, &why);
             }
-            match self.docker(&Kind::Network.remove_args(&names)) {
+            match self.docker(&remove_args(Kind::Network, &names)) {
                 Ok(out) => {
                     for line in out.stdout_str().lines().map(str::trim) {
                         if names.iter().any(|n| n == line) {
@@ -474,14 +452,14 @@ mod tests {
             Kind::Config,
             Kind::Network,
         ] {
-            let args = kind.list_args("capt");
+            let args = list_args(kind, "capt");
             assert!(
                 args.contains(&"label=com.docker.stack.namespace=capt".to_string()),
                 "{args:?}"
             );
         }
         assert_eq!(
-            Kind::Container.remove_args(&["a".into()]),
+            remove_args(Kind::Container, &["a".into()]),
             vec!["rm", "--force", "--volumes", "a"]
         );
     }
