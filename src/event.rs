@@ -81,7 +81,8 @@ pub enum Event {
     },
 }
 
-mod secs {
+/// Serialises a duration as seconds with millisecond precision, for JSON output.
+pub(crate) mod secs {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,

@@ -103,17 +103,8 @@ pub struct Summary {
     pub flagged_leaked: usize,
     pub errors: usize,
     pub details: Vec<Detail>,
-    #[serde(with = "secs")]
+    #[serde(with = "crate::event::secs")]
     pub elapsed: Duration,
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
-    }
 }
 
 impl Summary {
