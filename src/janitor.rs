@@ -1,8 +1,9 @@
 //! Reaping what killed runs leaked (J1–J9).
 //!
-//! A sweep gathers candidates from two places: the canonical app env files
-//! (`<abra home>/servers/*/<domain>.env`) and the swarm resources that carry ccci's
-//! `ccci.run-id` label, grouped by stack. Only test domains under the configured zone are
+//! A sweep gathers candidates from three places: the canonical app env files
+//! (`<abra home>/servers/*/<domain>.env`), the swarm resources that carry ccci's
+//! `ccci.run-id` label, grouped by stack, and the lock files of test domains (a run killed
+//! after taking its lock but before creating its app leaves only that file behind). Only test domains under the configured zone are
 //! candidates (N3): a hand-made app is never one, and two ccci setups with different zones on one
 //! swarm never reap each other's apps. Each candidate's app-domain lock decides its fate: held
 //! means a live run (skipped, and flagged when held for longer than the leak threshold); free or
@@ -260,6 +261,7 @@ impl Sweep<'_> {
         }
         let mut candidates = BTreeMap::new();
         self.env_file_candidates(&mut candidates, summary);
+        self.lock_file_candidates(&mut candidates);
         let swarm_ok = self.swarm_candidates(&mut candidates, summary);
         self.sink.event(&Event::StepStarted {
             step: "janitor".into(),
@@ -330,6 +332,37 @@ impl Sweep<'_> {
                 // time; one that is no regular file is judged (and refused) later.
                 candidate.saw(std::fs::metadata(&path).and_then(|m| m.modified()).ok());
             }
+        }
+    }
+
+    /// Candidates (c): lock files of test domains. Most belong to apps already listed; the rest
+    /// are either held by a run that has not deployed yet (skipped as live) or stale, and a
+    /// stale one is unlinked under its lock like any reaped app's. Other lock files are never
+    /// looked at beyond their name.
+    fn lock_file_candidates(&self, candidates: &mut BTreeMap<String, Candidate>) {
+        // The directory was checked just before; an error here leaves the other candidates.
+        let Ok(entries) = std::fs::read_dir(&self.config.lock_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(domain) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            if !naming::is_test_domain(domain, &self.config.domain_zone) {
+                continue;
+            }
+            let stack = naming::stack_name(domain);
+            if candidates.contains_key(&stack) {
+                continue;
+            }
+            let mut candidate = Candidate {
+                domain: Some(domain.to_string()),
+                stack: stack.clone(),
+                ..Candidate::default()
+            };
+            candidate.saw(entry.metadata().and_then(|m| m.modified()).ok());
+            candidates.insert(stack, candidate);
         }
     }
 
@@ -555,6 +588,7 @@ impl Sweep<'_> {
         }
         // Under the lock, look again: another janitor may have reaped it, or its run may have
         // finished its own teardown, since the candidates were listed (J4).
+        let listed_nothing = candidate.env_file.is_none() && candidate.resources.is_empty();
         let env_file = candidate.env_file.filter(|p| p.exists());
         if let Some(env_file) = &env_file
             && let Err(e) = crate::envfile::EnvFile::read(env_file)
@@ -590,7 +624,12 @@ impl Sweep<'_> {
         }
         if env_file.is_none() && resources.is_empty() {
             let _ = lock.unlink_held();
-            let d = detail(Action::AlreadyGone, "already gone".into());
+            let reason = if listed_nothing {
+                "nothing deployed; stale lock file removed"
+            } else {
+                "already gone"
+            };
+            let d = detail(Action::AlreadyGone, reason.into());
             return summary.push(self.sink, d);
         }
         let domain = lock.domain().to_string();
@@ -656,7 +695,7 @@ fn describe(candidate: &Candidate) -> String {
         ));
     }
     if parts.is_empty() {
-        "nothing listed".into()
+        "lock file only".into()
     } else {
         parts.join(", ")
     }

@@ -824,3 +824,118 @@ fn hand_made_apps_and_other_zones_are_not_candidates() {
         "{summary:#?}"
     );
 }
+
+#[test]
+fn stale_lock_file_of_a_run_killed_before_deploying_is_removed_live_and_foreign_kept() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let mut reaper = Reaper::new();
+    // A run killed after taking its lock, before creating anything: only the file remains.
+    let stale = host.domain();
+    drop(
+        AppLock::try_acquire(
+            &host.config.lock_dir,
+            &stale,
+            &Holder::this_process("killed"),
+        )
+        .unwrap()
+        .unwrap(),
+    );
+    assert!(host.lock_file(&stale).exists());
+    // A live run that has not deployed yet, and a lock of a domain outside the zone.
+    let live = host.domain();
+    let pid = host.hold(&mut reaper, "early", &live, &[]);
+    let foreign = host.config.lock_dir.join("myblog.example.org.lock");
+    std::fs::write(&foreign, "").unwrap();
+
+    let (summary, events) = host.sweep_now();
+    assert!(!host.lock_file(&stale).exists(), "{summary:#?}");
+    let detail = summary
+        .details
+        .iter()
+        .find(|d| d.domain.as_deref() == Some(stale.as_str()))
+        .unwrap();
+    assert_eq!(detail.action, Action::AlreadyGone, "{summary:#?}");
+    assert!(
+        detail.reason.contains("stale lock file"),
+        "{}",
+        detail.reason
+    );
+    assert_eq!(
+        (summary.skipped_live, summary.errors),
+        (1, 0),
+        "{summary:#?}"
+    );
+    assert!(host.lock_file(&live).exists());
+    assert!(foreign.exists());
+    assert!(
+        notices(&events)
+            .iter()
+            .any(|n| n.contains("stale lock file"))
+    );
+
+    std::fs::write(host.scratch.file("early.release"), "").unwrap();
+    reaper.wait_exit(pid, support::WAIT);
+}
+
+#[test]
+fn sigterm_stops_the_janitor_between_apps_after_finishing_the_reap_under_way() {
+    if !need_swarm() {
+        return;
+    }
+    use std::io::BufRead;
+    let host = Host::new("");
+    let mut domains = [host.domain(), host.domain()];
+    // The sweep takes candidates in stack-name order.
+    domains.sort_by_key(|d| naming::stack_name(d));
+    let apps: Vec<Deployed> = domains.iter().map(|d| Deployed::new(d, true)).collect();
+    let env_files: Vec<PathBuf> = domains.iter().map(|d| host.env_file(d)).collect();
+    let config = host.scratch.file("config.yml");
+    std::fs::write(
+        &config,
+        format!("domain_zone: {}\n", host.config.domain_zone),
+    )
+    .unwrap();
+
+    let mut reaper = Reaper::new();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ccci"));
+    cmd.args(["--config", config.to_str().unwrap(), "janitor"])
+        .env("ABRA_DIR", &host.config.abra_dir)
+        .env("CCCI_APP_LOCK_DIR", &host.config.lock_dir)
+        .env("CCCI_RUNS_DIR", &host.config.runs_dir)
+        .env("CI", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let pid = child.id() as i32;
+    reaper.adopt(pid);
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("janitor ended before reaping: {seen:#?}"))
+            .unwrap();
+        let started = line.contains(&format!("reap: {}", domains[0]));
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    reaper.signal(pid, nix::sys::signal::Signal::SIGTERM);
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{seen:#?}\n{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("sweep interrupted by SIGTERM")),
+        "{rest:#?}"
+    );
+    // The reap under way finished; the next app was not started on.
+    assert_reaped(&host, &apps[0], Some(&env_files[0]));
+    assert!(!apps[1].remaining().is_empty());
+    assert!(env_files[1].exists());
+}

@@ -89,8 +89,11 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
         }
         Command::Janitor(args) => {
             let config = load_config(&cli, &env)?;
+            // SIGTERM from systemd stops the sweep between apps; a reap under way finishes
+            // (teardown ignores the token), so no app is left half-removed.
             let cancel = Cancel::new();
-            let runner = ccci::process::Runner::new(cancel);
+            signal::install(&cancel)?;
+            let runner = ccci::process::Runner::new(cancel.clone());
             let terminal = render::Terminal::new();
             let summary = ccci::janitor::sweep(
                 &config,
@@ -109,7 +112,9 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             } else {
                 eprintln!("{}", summary.line());
             }
-            Ok(if summary.errors > 0 || summary.flagged_leaked > 0 {
+            Ok(if let Some(signal) = cancel.signal() {
+                exit_code::for_signal(signal)
+            } else if summary.needs_attention() {
                 exit_code::JANITOR_ATTENTION
             } else {
                 exit_code::PASS
