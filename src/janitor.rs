@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, Kind};
 use crate::event::{Event, EventSink};
 use crate::lock::{AppLock, Contents, Holder};
 use crate::naming;
@@ -411,7 +411,9 @@ impl Sweep<'_> {
             candidate
                 .resources
                 .push(format!("{} {}", resource.kind.as_str(), resource.name));
-            candidate.saw(resource.created);
+            if made_by_a_run(resource.kind) {
+                candidate.saw(resource.created);
+            }
         }
         true
     }
@@ -614,7 +616,7 @@ impl Sweep<'_> {
         };
         if resources
             .iter()
-            .any(|r| r.created.is_some_and(|t| t > self.opts.now))
+            .any(|r| made_by_a_run(r.kind) && r.created.is_some_and(|t| t > self.opts.now))
         {
             let d = detail(
                 Action::SkippedNew,
@@ -674,6 +676,14 @@ impl Sweep<'_> {
             detail(Action::Reaped, format!("orphan ({what}) reaped")),
         );
     }
+}
+
+/// Whether a resource's creation time says when a run made it (J9). Swarm makes containers
+/// and a stack's volumes on its own whenever a task starts, long after the deploy: an orphan
+/// whose service restarts would otherwise look new to every sweep and never be reaped. A run
+/// that deploys after the sweep started always makes a service, network, secret or config then.
+fn made_by_a_run(kind: Kind) -> bool {
+    !matches!(kind, Kind::Container | Kind::Volume)
 }
 
 /// "env file, 3 swarm resources" for the report.

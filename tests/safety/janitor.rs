@@ -939,3 +939,48 @@ fn sigterm_stops_the_janitor_between_apps_after_finishing_the_reap_under_way() {
     assert!(!apps[1].remaining().is_empty());
     assert!(env_files[1].exists());
 }
+
+#[test]
+fn j9_containers_swarm_restarts_after_the_sweep_started_do_not_make_an_orphan_new() {
+    if !need_swarm() {
+        return;
+    }
+    let host = Host::new("");
+    let domain = host.domain();
+    let app = Deployed::new(&domain, true);
+    let engine = Engine::from_env().unwrap();
+    let namespace = format!("com.docker.stack.namespace={}", app.stack);
+    let containers = || engine.list(Kind::Container, &[namespace.as_str()]).unwrap();
+    let before = containers().len();
+    // The sweep starts now; the task swarm starts next is created in a later whole second
+    // (container times have one-second resolution).
+    let sweep_started = SystemTime::now();
+    let next_second = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            sweep_started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1,
+        );
+    support::wait_until("the next whole second", || SystemTime::now() >= next_second);
+    runner()
+        .run(
+            &Cmd::new("docker")
+                .args(["service", "update", "--force", "--detach"])
+                .arg(format!("{}_app", app.stack))
+                .timeout(Duration::from_secs(60)),
+        )
+        .unwrap();
+    support::wait_until_for(
+        Duration::from_secs(60),
+        "swarm to start a new container",
+        &mut || containers().len() > before,
+    );
+    let (summary, _) = host.sweep(&SweepOptions {
+        dry_run: false,
+        now: sweep_started,
+    });
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_reaped(&host, &app, None);
+}
