@@ -34,8 +34,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A child command failed. A command stopped because the run was interrupted is never
+    /// this but [`Error::Interrupted`] (see the `From` impl), so every caller's `?` reports
+    /// the interruption, not a failure.
     #[error(transparent)]
-    Command(#[from] CommandError),
+    Command(CommandError),
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Cancelled { signal, .. } => Error::Interrupted(signal),
+            e => Error::Command(e),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

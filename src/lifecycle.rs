@@ -73,11 +73,17 @@ pub struct Host {
 pub struct Outcome {
     pub record: RunRecord,
     pub run_dir: PathBuf,
+    /// The signal that interrupted the run, even one that came after the verdict (during
+    /// teardown): a supervisor that sent SIGTERM gets 143 either way (G4).
+    pub signal: Option<i32>,
 }
 
 impl Outcome {
     pub fn exit_code(&self) -> i32 {
-        crate::exit_code::for_verdict(self.record.verdict.unwrap_or(Verdict::Error))
+        match self.signal {
+            Some(signal) => crate::exit_code::for_signal(signal),
+            None => crate::exit_code::for_verdict(self.record.verdict.unwrap_or(Verdict::Error)),
+        }
     }
 }
 
@@ -306,6 +312,17 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
         }
     }
     drop(lock);
+    let signal = host.cancel.signal();
+    if let Some(signal) = signal
+        && !matches!(verdict, Verdict::Interrupted(_))
+    {
+        sink.event(&Event::Notice {
+            message: format!(
+                "{} arrived after the verdict; teardown finished first",
+                crate::signal::signal_name(signal)
+            ),
+        });
+    }
     record.finished_at = Some(report::now_rfc3339());
     record.seconds = Some(started.elapsed().as_secs_f64());
     record.write(&run_dir.run_json())?;
@@ -313,6 +330,7 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
     Ok(Outcome {
         record,
         run_dir: run_dir.path.clone(),
+        signal,
     })
 }
 

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::engine::Kind;
+use crate::engine::{Engine, Kind};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::process::{Output, Runner};
@@ -21,6 +21,8 @@ use crate::swarm::docker;
 const RETRY_EVERY: Duration = Duration::from_millis(200);
 /// Without a budget on the runner, no single waiting step takes longer than this.
 const STEP_LIMIT: Duration = Duration::from_secs(60);
+/// One engine request of teardown's (the runner's budget bounds the waiting loops).
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to tear down.
 #[derive(Clone, Debug)]
@@ -44,6 +46,38 @@ impl Outcome {
     pub fn is_clean(&self) -> bool {
         self.leftovers.is_empty()
     }
+}
+
+/// How many tasks of `services` in a `GET /tasks` answer may still create a container: those
+/// the node has not prepared yet. Tasks past that point already have their container, which
+/// the container step kills; waiting for them to stop would wait out their graceful stop.
+fn tasks_before_their_container(tasks: &serde_json::Value, services: &[String]) -> usize {
+    const BEFORE_CONTAINER: [&str; 6] = [
+        "new",
+        "allocated",
+        "pending",
+        "assigned",
+        "accepted",
+        "preparing",
+    ];
+    tasks
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter(|t| {
+                    t["ServiceID"]
+                        .as_str()
+                        .is_some_and(|id| services.iter().any(|s| s == id))
+                })
+                .filter(|t| {
+                    t["Status"]["State"]
+                        .as_str()
+                        .is_some_and(|s| BEFORE_CONTAINER.contains(&s))
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Docker CLI arguments per kind of stack object; the kinds themselves are the engine's.
@@ -97,7 +131,9 @@ pub fn teardown(runner: &Runner, target: &Target, sink: &dyn EventSink) -> Outco
         sink,
         outcome: Outcome::default(),
     };
+    let services = run.service_ids();
     run.stack_rm();
+    run.tasks_ended(&services);
     run.containers();
     run.volumes();
     run.simple(Kind::Secret);
@@ -195,6 +231,45 @@ impl Teardown<'_> {
 
     fn out_of_time(&self, deadline: Instant) -> bool {
         Instant::now() >= deadline || self.runner.check().is_err()
+    }
+
+    /// The ids of the stack's services, taken before they are removed: afterwards only their
+    /// tasks still name them.
+    fn service_ids(&self) -> Vec<String> {
+        let namespace = format!("{NAMESPACE_LABEL}={}", self.stack);
+        Engine::from_env()
+            .and_then(|e| {
+                e.with_timeout(ENGINE_TIMEOUT)
+                    .list(Kind::Service, &[&namespace])
+            })
+            .map(|services| services.into_iter().map(|s| s.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until no task of the removed `services` can still create a container. A task the
+    /// node was still preparing when its service went creates its container, and with it the
+    /// stack's volumes, after the container and volume steps have looked: a volume would be
+    /// left behind. When the engine cannot be asked, the steps after this one still do what
+    /// they can.
+    fn tasks_ended(&mut self, services: &[String]) {
+        if services.is_empty() {
+            return;
+        }
+        let Ok(engine) = Engine::from_env() else {
+            return;
+        };
+        let engine = engine.with_timeout(ENGINE_TIMEOUT);
+        let deadline = self.step_deadline();
+        loop {
+            let pending = match engine.get_json("/v1.41/tasks") {
+                Ok(tasks) => tasks_before_their_container(&tasks, services),
+                Err(_) => return,
+            };
+            if pending == 0 || self.out_of_time(deadline) {
+                return;
+            }
+            std::thread::sleep(RETRY_EVERY);
+        }
     }
 
     /// `docker stack rm`: removes services, and the secrets, configs and networks the stack
@@ -426,6 +501,23 @@ fn stack_rm_removed(stdout: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_only_tasks_of_the_removed_services_that_have_no_container_yet() {
+        let tasks = serde_json::json!([
+            {"ServiceID": "a", "Status": {"State": "preparing"}},
+            {"ServiceID": "a", "Status": {"State": "shutdown"}},
+            {"ServiceID": "b", "Status": {"State": "assigned"}},
+            {"ServiceID": "b", "Status": {"State": "running"}},
+            {"ServiceID": "other", "Status": {"State": "pending"}},
+            {"ServiceID": "b", "Status": {"State": "failed"}},
+        ]);
+        let removed = ["a".to_string(), "b".to_string()];
+        assert_eq!(tasks_before_their_container(&tasks, &removed), 2);
+        assert_eq!(tasks_before_their_container(&tasks, &["c".to_string()]), 0);
+        let error = serde_json::json!({"message": "x"});
+        assert_eq!(tasks_before_their_container(&error, &removed), 0);
+    }
 
     #[test]
     fn stack_rm_output_names_what_went() {

@@ -203,7 +203,17 @@ fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i
         cancel,
     };
     let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
-    let outcome = ccci::lifecycle::run_test(&host, &request, terminal)?;
+    let outcome = match ccci::lifecycle::run_test(&host, &request, terminal) {
+        Ok(outcome) => outcome,
+        // Whatever failed after a signal arrived, the signal is why the run ended (G4).
+        Err(e) => match host.cancel.signal() {
+            Some(signal) => {
+                eprintln!("{} {e}", console::style("error:").red().bold());
+                return Ok(exit_code::for_signal(signal));
+            }
+            None => return Err(e),
+        },
+    };
     if args.json {
         println!(
             "{}",
