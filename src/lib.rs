@@ -26,6 +26,7 @@ pub mod report;
 pub mod rundir;
 pub mod signal;
 pub mod stage;
+pub mod steps;
 pub mod suite;
 pub mod swarm;
 pub mod teardown;

@@ -7,7 +7,7 @@
 //! suite module says what the recipe's tests are. It never prints: everything goes to the
 //! event sink, which also feeds the run's log.
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,20 +15,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::abra_home::AbraHome;
 use crate::compose::Compose;
 use crate::config::{Config, Env};
-use crate::driver::{self, App, Driver, DriverChoice, Version};
+use crate::driver::{self, Driver, DriverChoice, Version};
 use crate::envfile::EnvFile;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink, Fanout};
 use crate::lock::{AppLock, Holder};
 use crate::overlay::{self, OverlayInput};
-use crate::process::{Cmd, Runner};
+use crate::process::Runner;
 use crate::recipe;
-use crate::report::{self, CheckRecord, RunRecord, StageRecord, StageStatus, Verdict};
+use crate::report::{self, RunRecord, StageRecord, StageStatus, Verdict};
 use crate::rundir::{RunDir, RunLog};
 use crate::signal::Cancel;
 use crate::stage::Stage;
-use crate::suite::{self, RecipeTests, TestTrees};
-use crate::swarm::{NotReady, ReadyOptions, Swarm};
+use crate::steps::{self, Failure, RunContext, StepResult, step};
+use crate::suite::{self, TestTrees};
+use crate::swarm::{NotReady, Swarm};
 use crate::teardown;
 
 /// When to leave the app deployed after the run.
@@ -154,13 +155,7 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
     });
     let stack = crate::naming::stack_name(&domain);
 
-    let roots = suite::roots(
-        req.tests_dir.as_deref(),
-        &host.config,
-        Config::config_dir(&host.env).as_deref(),
-        suite::bundled_root(&host.env).as_deref(),
-    );
-    let trees = TestTrees::find(&req.recipe, &roots);
+    let trees = steps::test_trees(host, &req.recipe, req.tests_dir.as_deref());
     let tests = trees.config()?;
     let stages: Vec<Stage> = match &tests.stages {
         Some(applicable) => req
@@ -172,7 +167,7 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
         None => req.stages.clone(),
     };
 
-    let mut record = RunRecord {
+    let record = RunRecord {
         format_version: report::RUN_FORMAT_VERSION,
         run_id: run_id.clone(),
         recipe: req.recipe.clone(),
@@ -229,43 +224,30 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
     let lock = AppLock::acquire(&host.config.lock_dir, &domain, &holder, &host.cancel)?;
 
     let started = Instant::now();
-    let labels = vec![
-        (overlay::LABEL_RUN_ID.to_string(), run_id.clone()),
-        (
-            overlay::LABEL_DEADLINE.to_string(),
-            req.deadline_unix
-                .map_or("none".to_string(), |d| d.to_string()),
-        ),
-        ("ccci.domain".to_string(), domain.clone()),
-    ];
-    let backups = run_dir.backups();
-    let app = App {
-        runner: &runner,
-        home: &home,
-        server: &host.config.server,
-        recipe: &req.recipe,
-        domain: &domain,
-        stack: &stack,
-        labels: &labels,
-        backups: &backups,
-        sink: &*sink,
-    };
-    let mut run = Run {
+    let ctx = RunContext {
         host,
-        req,
-        driver: &*driver,
-        app,
+        driver,
+        runner: runner.clone(),
+        home: home.clone(),
+        recipe: req.recipe.clone(),
+        domain: domain.clone(),
+        stack: stack.clone(),
+        labels: steps::run_labels(&run_id, &domain, req.deadline_unix),
+        backups: run_dir.backups(),
         swarm: Swarm::new(runner.clone()),
         tests,
         trees,
         commit: commit.clone(),
-        run_dir: &run_dir,
-        record: std::cell::RefCell::new(&mut record),
-        deployed: None,
-        deploy_started: None,
-        sink: &*sink,
+        run_dir: run_dir.clone(),
+        record: RefCell::new(record),
+        overlay: req.overlay,
+        deadline_unix: req.deadline_unix,
+        deployed: RefCell::new(None),
+        deploy_started: Cell::new(None),
+        sink: sink.clone(),
     };
-    let verdict = run.stages(&stages);
+    let verdict = Run { ctx: &ctx, req }.stages(&stages);
+    let mut record = ctx.record.into_inner();
     let (verdict, reason) = match verdict {
         Ok(()) => (Verdict::Pass, None),
         Err(StageFailure { verdict, reason }) => (verdict, Some(reason)),
@@ -340,53 +322,14 @@ struct StageFailure {
     reason: String,
 }
 
-/// A run in progress: what the stages share.
-struct Run<'a> {
-    host: &'a Host,
+/// A run in progress: its steps' context and what it was asked to do.
+struct Run<'a, 'h> {
+    ctx: &'a RunContext<'h>,
     req: &'a TestRequest,
-    driver: &'a dyn Driver,
-    app: App<'a>,
-    swarm: Swarm,
-    tests: RecipeTests,
-    trees: TestTrees,
-    commit: String,
-    run_dir: &'a RunDir,
-    /// Shared with the checks' closures, which borrow the run immutably.
-    record: std::cell::RefCell<&'a mut RunRecord>,
-    /// What is deployed now, once something is.
-    deployed: Option<Version>,
-    /// When the last deploy started: task failures older than that are history.
-    deploy_started: Option<SystemTime>,
-    sink: &'a dyn EventSink,
 }
 
-/// Times a step and reports its start and end.
-fn step<T>(
-    sink: &dyn EventSink,
-    name: &str,
-    detail: &str,
-    f: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    let started = Instant::now();
-    sink.event(&Event::StepStarted {
-        step: name.to_string(),
-        detail: detail.to_string(),
-    });
-    let result = f();
-    sink.event(&Event::StepFinished {
-        step: name.to_string(),
-        ok: result.is_ok(),
-        detail: match &result {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        },
-        elapsed: started.elapsed(),
-    });
-    result
-}
-
-impl Run<'_> {
-    fn stages(&mut self, stages: &[Stage]) -> std::result::Result<(), StageFailure> {
+impl Run<'_, '_> {
+    fn stages(&self, stages: &[Stage]) -> std::result::Result<(), StageFailure> {
         // The base is decided up front: the upgrade's starting point, or the change itself.
         let base = if stages.contains(&Stage::Upgrade) {
             match self.upgrade_base() {
@@ -403,19 +346,20 @@ impl Run<'_> {
         } else {
             None
         };
-        self.record.borrow_mut().base_version = base.clone();
+        self.ctx.record.borrow_mut().base_version = base.clone();
         let mut first_failure: Option<StageFailure> = None;
         for &stage in stages {
             if self
+                .ctx
                 .record
-                .borrow_mut()
+                .borrow()
                 .stages
                 .iter()
                 .any(|s| s.stage == stage && s.status == StageStatus::Skipped)
             {
                 continue;
             }
-            if let Some(signal) = self.host.cancel.signal() {
+            if let Some(signal) = self.ctx.host.cancel.signal() {
                 return Err(StageFailure {
                     verdict: Verdict::Interrupted(signal),
                     reason: Error::Interrupted(signal).to_string(),
@@ -433,13 +377,12 @@ impl Run<'_> {
                 Err(failure) => {
                     let reason = self.explain(stage, &failure);
                     self.finish(stage, StageStatus::Failed, Some(reason.clone()), started);
-                    let verdict = match (&failure, self.deployed.is_none() || self.on_base()) {
-                        (Failure::Error(Error::Interrupted(s)), _) => Verdict::Interrupted(*s),
-                        (Failure::Base { .. }, _) => Verdict::BaseFailed,
-                        (
-                            Failure::Error(Error::Infra(_) | Error::Config(_) | Error::Usage(_)),
-                            _,
-                        ) => Verdict::Error,
+                    let verdict = match &failure {
+                        Failure::Error(Error::Interrupted(s)) => Verdict::Interrupted(*s),
+                        Failure::Base { .. } => Verdict::BaseFailed,
+                        Failure::Error(Error::Infra(_) | Error::Config(_) | Error::Usage(_)) => {
+                            Verdict::Error
+                        }
                         _ => Verdict::Fail,
                     };
                     first_failure = Some(StageFailure { verdict, reason });
@@ -448,21 +391,21 @@ impl Run<'_> {
             }
         }
         // Stages after a failure are not run; say so rather than leave them pending.
-        for s in self.record.borrow_mut().stages.iter_mut() {
+        for s in self.ctx.record.borrow_mut().stages.iter_mut() {
             if s.status == StageStatus::Pending {
                 s.status = StageStatus::Skipped;
                 s.reason = Some("not run: an earlier stage failed".into());
             }
         }
-        let _ = self.record.borrow_mut().write(&self.run_dir.run_json());
+        self.write_record();
         match first_failure {
             Some(f) => Err(f),
             None => Ok(()),
         }
     }
 
-    fn on_base(&self) -> bool {
-        matches!(self.deployed, Some(Version::Release(_)))
+    fn write_record(&self) {
+        let _ = self.ctx.record.borrow().write(&self.ctx.run_dir.run_json());
     }
 
     fn upgrade_base(&self) -> Result<Option<String>> {
@@ -470,51 +413,46 @@ impl Run<'_> {
             .req
             .from
             .clone()
-            .or_else(|| self.tests.upgrade_from.clone());
-        let dir = self.app.recipe_dir();
+            .or_else(|| self.ctx.tests.upgrade_from.clone());
+        let dir = self.ctx.recipe_dir();
         match pinned {
             Some(v) => {
-                recipe::resolve(self.app.runner, &dir, Some(&v)).map_err(|_| {
+                recipe::resolve(&self.ctx.runner, &dir, Some(&v)).map_err(|_| {
                     Error::Usage(format!(
                         "base version `{v}` is not a tag of the recipe: check --from or upgrade_from"
                     ))
                 })?;
                 Ok(Some(v))
             }
-            None => recipe::last_published_before(self.app.runner, &dir, &self.commit),
+            None => recipe::last_published_before(&self.ctx.runner, &dir, &self.ctx.commit),
         }
     }
 
-    fn begin(&mut self, stage: Stage, base: Option<&str>) {
+    fn begin(&self, stage: Stage, base: Option<&str>) {
+        let short = recipe::short(&self.ctx.commit);
         let detail = match (stage, base) {
             (Stage::Install, Some(b)) => format!("base {b}"),
-            (Stage::Upgrade, Some(b)) => format!("{b} → {}", recipe::short(&self.commit)),
-            _ => recipe::short(&self.commit).to_string(),
+            (Stage::Upgrade, Some(b)) => format!("{b} → {short}"),
+            _ => short.to_string(),
         };
-        if let Some(s) = self.record.borrow_mut().stage_mut(stage) {
+        if let Some(s) = self.ctx.record.borrow_mut().stage_mut(stage) {
             s.status = StageStatus::Running;
             s.detail = detail.clone();
             s.started_at = Some(report::now_rfc3339());
         }
-        let _ = self.record.borrow_mut().write(&self.run_dir.run_json());
-        self.sink.event(&Event::StageStarted { stage, detail });
+        self.write_record();
+        self.ctx.sink.event(&Event::StageStarted { stage, detail });
     }
 
-    fn finish(
-        &mut self,
-        stage: Stage,
-        status: StageStatus,
-        reason: Option<String>,
-        started: Instant,
-    ) {
+    fn finish(&self, stage: Stage, status: StageStatus, reason: Option<String>, started: Instant) {
         let elapsed = started.elapsed();
-        if let Some(s) = self.record.borrow_mut().stage_mut(stage) {
+        if let Some(s) = self.ctx.record.borrow_mut().stage_mut(stage) {
             s.status = status;
             s.reason = reason.clone();
             s.seconds = Some(elapsed.as_secs_f64());
         }
-        let _ = self.record.borrow_mut().write(&self.run_dir.run_json());
-        self.sink.event(&Event::StageFinished {
+        self.write_record();
+        self.ctx.sink.event(&Event::StageFinished {
             stage,
             status,
             reason,
@@ -522,12 +460,12 @@ impl Run<'_> {
         });
     }
 
-    fn skip(&mut self, stage: Stage, reason: &str) {
-        if let Some(s) = self.record.borrow_mut().stage_mut(stage) {
+    fn skip(&self, stage: Stage, reason: &str) {
+        if let Some(s) = self.ctx.record.borrow_mut().stage_mut(stage) {
             s.status = StageStatus::Skipped;
             s.reason = Some(reason.to_string());
         }
-        self.sink.event(&Event::StageFinished {
+        self.ctx.sink.event(&Event::StageFinished {
             stage,
             status: StageStatus::Skipped,
             reason: Some(reason.to_string()),
@@ -535,9 +473,9 @@ impl Run<'_> {
         });
     }
 
-    fn fail_error(&mut self, stage: Stage, e: Error) -> StageFailure {
+    fn fail_error(&self, stage: Stage, e: Error) -> StageFailure {
         let reason = e.to_string();
-        if let Some(s) = self.record.borrow_mut().stage_mut(stage) {
+        if let Some(s) = self.ctx.record.borrow_mut().stage_mut(stage) {
             s.status = StageStatus::Failed;
             s.reason = Some(reason.clone());
         }
@@ -553,7 +491,7 @@ impl Run<'_> {
 
     /// The one-line reason of a failure, after collecting diagnostics for failures on the
     /// swarm. The top reason from the swarm beats a generic timeout message.
-    fn explain(&mut self, stage: Stage, failure: &Failure) -> String {
+    fn explain(&self, stage: Stage, failure: &Failure) -> String {
         let base_prefix = match failure {
             Failure::Base { version, .. } => format!("base version {version} does not deploy: "),
             _ => String::new(),
@@ -562,21 +500,9 @@ impl Run<'_> {
         if matches!(failure.error(), Some(Error::Interrupted(_))) {
             return message;
         }
-        if self.deployed.is_some() || matches!(failure, Failure::NotReady(_) | Failure::Base { .. })
-        {
-            let diagnosis = self
-                .swarm
-                .diagnose(self.app.stack, &self.run_dir.diagnostics());
-            for service in &diagnosis.services {
-                let reason = service.reason.as_deref().unwrap_or("ready");
-                let last_log = service.logs.last().map(String::as_str).unwrap_or("");
-                self.sink.event(&Event::Notice {
-                    message: format!(
-                        "diagnostics: {}: {reason}; last log line: {last_log}",
-                        service.service
-                    ),
-                });
-            }
+        let deployed = self.ctx.deployed.borrow().is_some();
+        if deployed || matches!(failure, Failure::NotReady(_) | Failure::Base { .. }) {
+            let diagnosis = diagnose(self.ctx);
             if let (Failure::NotReady(NotReady::Timeout { .. }), Some(top)) =
                 (failure, &diagnosis.top_reason)
             {
@@ -588,55 +514,54 @@ impl Run<'_> {
 
     // ---- stages ---------------------------------------------------------------------------
 
-    fn install(&mut self, base: Option<&str>) -> std::result::Result<(), Failure> {
-        self.hook("pre_install", Stage::Install)?;
+    fn install(&self, base: Option<&str>) -> StepResult {
+        let ctx = self.ctx;
+        ctx.hook("pre_install", Stage::Install)?;
         match base {
             Some(b) => {
                 let version = Version::Release(b.to_string());
-                self.deploy_fresh(&version).map_err(|f| f.on_base(b))?;
-                self.ready(Stage::Install).map_err(|f| f.on_base(b))?;
+                ctx.deploy_fresh(&version).map_err(|f| f.on_base(b))?;
+                ctx.ready(Stage::Install).map_err(|f| f.on_base(b))?;
             }
             None => {
-                self.deploy_fresh(&Version::Chaos)?;
-                self.ready(Stage::Install)?;
+                ctx.deploy_fresh(&Version::Chaos)?;
+                ctx.ready(Stage::Install)?;
             }
         }
-        self.run_tests(Stage::Install)?;
-        self.hook("post_install", Stage::Install)
+        ctx.run_tests(Stage::Install)?;
+        ctx.hook("post_install", Stage::Install)
     }
 
-    fn upgrade(&mut self, base: &str) -> std::result::Result<(), Failure> {
-        self.hook("pre_upgrade", Stage::Upgrade)?;
-        if self.deployed.is_none() {
+    fn upgrade(&self, base: &str) -> StepResult {
+        let ctx = self.ctx;
+        ctx.hook("pre_upgrade", Stage::Upgrade)?;
+        if ctx.deployed.borrow().is_none() {
             let version = Version::Release(base.to_string());
-            self.deploy_fresh(&version).map_err(|f| f.on_base(base))?;
-            self.ready(Stage::Upgrade).map_err(|f| f.on_base(base))?;
+            ctx.deploy_fresh(&version).map_err(|f| f.on_base(base))?;
+            ctx.ready(Stage::Upgrade).map_err(|f| f.on_base(base))?;
         }
-        let marker = self.marker();
-        let value = format!("ccci-upgrade-{}", self.app.stack);
+        let marker = ctx.marker();
+        let value = format!("ccci-upgrade-{}", ctx.stack);
         if let Some(m) = &marker {
-            self.check(Stage::Upgrade, "write data before the upgrade", || {
-                write_marker(&self.swarm, self.app.stack, m, &value)
+            ctx.check(Stage::Upgrade, "write data before the upgrade", || {
+                ctx.write_marker(m, &value)
             })?;
         } else {
-            self.sink.event(&Event::Notice {
+            ctx.sink.event(&Event::Notice {
                 message: "no marker location (no `marker` in ccci.yml and no backupbot path): data survival is not checked".into(),
             });
         }
         // The change, checked out by force over the base's tree, with its own overlay.
-        recipe::checkout(self.app.runner, &self.app.recipe_dir(), &self.commit)
-            .map_err(Failure::Error)?;
-        self.apply_env(&self.tests.upgrade_env.clone())
-            .map_err(Failure::Error)?;
-        self.deploy(&Version::Chaos)?;
-        self.ready(Stage::Upgrade)?;
-        let short = recipe::short(&self.commit).to_string();
-        self.check(Stage::Upgrade, "the change is what runs", || {
-            self.verify_chaos_version(&short)
+        recipe::checkout(&ctx.runner, &ctx.recipe_dir(), &ctx.commit)?;
+        ctx.apply_env(&ctx.tests.upgrade_env)?;
+        ctx.deploy(&Version::Chaos)?;
+        ctx.ready(Stage::Upgrade)?;
+        ctx.check(Stage::Upgrade, "the change is what runs", || {
+            ctx.verify_chaos_version()
         })?;
         if let Some(m) = &marker {
-            self.check(Stage::Upgrade, "data survived the upgrade", || {
-                let found = read_marker(&self.swarm, self.app.stack, m)?;
+            ctx.check(Stage::Upgrade, "data survived the upgrade", || {
+                let found = ctx.read_marker(m)?;
                 if found == value {
                     Ok(())
                 } else {
@@ -647,34 +572,34 @@ impl Run<'_> {
                 }
             })?;
         }
-        self.run_tests(Stage::Upgrade)?;
-        self.hook("post_upgrade", Stage::Upgrade)
+        ctx.run_tests(Stage::Upgrade)?;
+        ctx.hook("post_upgrade", Stage::Upgrade)
     }
 
-    fn backup(&mut self) -> std::result::Result<(), Failure> {
-        self.hook("pre_backup", Stage::Backup)?;
-        if self.deployed.is_none() {
-            self.deploy_fresh(&Version::Chaos)?;
-            self.ready(Stage::Backup)?;
+    fn backup(&self) -> StepResult {
+        let ctx = self.ctx;
+        ctx.hook("pre_backup", Stage::Backup)?;
+        if ctx.deployed.borrow().is_none() {
+            ctx.deploy_fresh(&Version::Chaos)?;
+            ctx.ready(Stage::Backup)?;
         }
-        let Some(marker) = self.marker() else {
+        let Some(marker) = ctx.marker() else {
             return Err(Failure::Error(Error::Config(
                 "the backup stage needs a marker location: add `marker` to the recipe's ccci.yml or a backupbot.backup.path label".into(),
             )));
         };
-        let original = format!("ccci-backup-{}", self.app.stack);
-        let stack = self.app.stack;
-        self.check(Stage::Backup, "write marker", || {
-            write_marker(&self.swarm, stack, &marker, &original)
+        let original = format!("ccci-backup-{}", ctx.stack);
+        ctx.check(Stage::Backup, "write marker", || {
+            ctx.write_marker(&marker, &original)
         })?;
-        self.check(Stage::Backup, "back up", || self.driver.backup(&self.app))?;
-        self.check(Stage::Backup, "mutate marker", || {
-            write_marker(&self.swarm, stack, &marker, "mutated")
+        ctx.check(Stage::Backup, "back up", || ctx.driver.backup(&ctx.app()))?;
+        ctx.check(Stage::Backup, "mutate marker", || {
+            ctx.write_marker(&marker, "mutated")
         })?;
-        self.check(Stage::Backup, "restore", || self.driver.restore(&self.app))?;
-        self.ready(Stage::Backup)?;
-        self.check(Stage::Backup, "marker restored", || {
-            let found = read_marker(&self.swarm, stack, &marker)?;
+        ctx.check(Stage::Backup, "restore", || ctx.driver.restore(&ctx.app()))?;
+        ctx.ready(Stage::Backup)?;
+        ctx.check(Stage::Backup, "marker restored", || {
+            let found = ctx.read_marker(&marker)?;
             if found == original {
                 Ok(())
             } else {
@@ -684,357 +609,26 @@ impl Run<'_> {
                 )))
             }
         })?;
-        self.run_tests(Stage::Backup)?;
-        self.hook("post_backup", Stage::Backup)
+        ctx.run_tests(Stage::Backup)?;
+        ctx.hook("post_backup", Stage::Backup)
     }
+}
 
-    // ---- steps ----------------------------------------------------------------------------
-
-    /// Checks out `version`, creates the app, applies the recipe's env and install steps, and
-    /// deploys.
-    fn deploy_fresh(&mut self, version: &Version) -> std::result::Result<(), Failure> {
-        let dir = self.app.recipe_dir();
-        let commit = match version {
-            Version::Release(tag) => recipe::resolve(self.app.runner, &dir, Some(tag)),
-            Version::Chaos => Ok(self.commit.clone()),
-        }
-        .map_err(Failure::Error)?;
-        recipe::checkout(self.app.runner, &dir, &commit).map_err(Failure::Error)?;
-        step(self.sink, "new app", self.app.domain, || {
-            self.driver.new_app(&self.app, version)
-        })
-        .map_err(Failure::Error)?;
-        self.apply_env(&self.tests.env.clone())
-            .map_err(Failure::Error)?;
-        if let Some(script) = self.trees.file(suite::INSTALL_STEPS) {
-            self.run_script(&script, Stage::Install)
-                .map_err(Failure::Error)?;
-        }
-        self.deploy(version)
-    }
-
-    /// Writes the overlay for what is checked out and deploys it.
-    fn deploy(&mut self, version: &Version) -> std::result::Result<(), Failure> {
-        let detail = match version {
-            Version::Release(v) => v.clone(),
-            Version::Chaos => format!("{} (chaos)", recipe::short(&self.commit)),
-        };
-        if self.req.overlay {
-            step(self.sink, "overlay", overlay::OVERLAY_FILE, || {
-                self.write_overlay(version)
-            })
-            .map_err(Failure::Error)?;
-        }
-        self.deploy_started = Some(SystemTime::now());
-        step(self.sink, "deploy", &detail, || {
-            self.driver.deploy(&self.app, version)
-        })
-        .map_err(Failure::Error)?;
-        self.deployed = Some(version.clone());
-        Ok(())
-    }
-
-    fn write_overlay(&self, version: &Version) -> Result<PathBuf> {
-        let env_path = self.app.env_file();
-        let mut env = EnvFile::read(&env_path)?;
-        let dir = self.app.recipe_dir();
-        let vars = driver::stack::deploy_vars(&self.app, &env);
-        let compose = Compose::load(&dir, &overlay::without_overlay(&env.compose_files()), &vars)?;
-        let min_start_period = self
-            .tests
-            .min_start_period
-            .unwrap_or(self.host.config.min_start_period);
-        let template = self.trees.file(overlay::TEMPLATE_FILE);
-        let chaos = recipe::short(&self.commit).to_string();
-        let path = overlay::apply(
-            &dir,
-            &mut env,
-            &OverlayInput {
-                compose: &compose,
-                min_start_period,
-                stack: self.app.stack,
-                domain: self.app.domain,
-                recipe: self.app.recipe,
-                run_id: &self.run_dir.id,
-                deadline_unix: self.req.deadline_unix,
-                chaos_version: matches!(version, Version::Chaos).then_some(chaos.as_str()),
-                template: template.as_deref(),
-                template_vars: &vars,
-            },
-        )?;
-        env.write(&env_path)?;
-        Ok(path)
-    }
-
-    fn apply_env(&self, vars: &BTreeMap<String, String>) -> Result<()> {
-        if vars.is_empty() {
-            return Ok(());
-        }
-        let path = self.app.env_file();
-        let mut env = EnvFile::read(&path)?;
-        for (k, v) in vars {
-            env.set(k, v);
-        }
-        env.write(&path)
-    }
-
-    /// Swarm readiness (with fail-fast), then the recipe's probe.
-    fn ready(&mut self, stage: Stage) -> std::result::Result<(), Failure> {
-        let timeout = self
-            .tests
-            .deploy_timeout
-            .unwrap_or(self.host.config.deploy_timeout);
-        let since = self.deploy_started.unwrap_or_else(SystemTime::now);
-        let started = Instant::now();
-        self.sink.event(&Event::StepStarted {
-            step: "wait".into(),
-            detail: format!("readiness of {}", self.app.stack),
+/// Collects diagnostics of the run's stack into its `diagnostics/` and summarises each service
+/// in the log.
+pub(crate) fn diagnose(ctx: &RunContext<'_>) -> crate::swarm::Diagnosis {
+    let diagnosis = ctx.swarm.diagnose(&ctx.stack, &ctx.run_dir.diagnostics());
+    for service in &diagnosis.services {
+        let reason = service.reason.as_deref().unwrap_or("ready");
+        let last_log = service.logs.last().map(String::as_str).unwrap_or("");
+        ctx.sink.event(&Event::Notice {
+            message: format!(
+                "diagnostics: {}: {reason}; last log line: {last_log}",
+                service.service
+            ),
         });
-        let result =
-            self.swarm
-                .wait_ready(self.app.stack, &ReadyOptions { timeout, since }, self.sink);
-        self.sink.event(&Event::StepFinished {
-            step: "wait".into(),
-            ok: result.is_ok(),
-            detail: result
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-            elapsed: started.elapsed(),
-        });
-        match result {
-            Ok(()) => {}
-            Err(NotReady::Interrupted(s)) => return Err(Failure::Error(Error::Interrupted(s))),
-            Err(e) => return Err(Failure::NotReady(e)),
-        }
-        if let Some(probe) = self.tests.probe.clone() {
-            let within = self.tests.probe_within.unwrap_or(Duration::from_secs(300));
-            self.check(stage, "probe", || {
-                crate::probe::wait(
-                    &probe,
-                    &self.swarm,
-                    self.app.runner,
-                    self.app.stack,
-                    self.app.domain,
-                    within,
-                )
-            })?;
-        }
-        Ok(())
     }
-
-    /// Runs one named check of a stage, recording it.
-    fn check(
-        &self,
-        stage: Stage,
-        name: &str,
-        f: impl FnOnce() -> Result<()>,
-    ) -> std::result::Result<(), Failure> {
-        let started = Instant::now();
-        let result = f();
-        let record = CheckRecord {
-            name: name.to_string(),
-            ok: result.is_ok(),
-            seconds: started.elapsed().as_secs_f64(),
-            detail: result
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        };
-        self.sink.event(&Event::TestRan {
-            name: name.to_string(),
-            ok: record.ok,
-            detail: record.detail.clone(),
-        });
-        if let Some(s) = self.record.borrow_mut().stage_mut(stage) {
-            s.checks.push(record);
-        }
-        result.map_err(|e| match e {
-            e @ Error::Interrupted(_) => Failure::Error(e),
-            e => Failure::Check(format!("{name}: {e}")),
-        })
-    }
-
-    fn verify_chaos_version(&self, short: &str) -> Result<()> {
-        let key = format!("coop-cloud.{}.chaos-version", self.app.stack);
-        let services = self.swarm.services(self.app.stack)?;
-        let found: Vec<String> = services
-            .iter()
-            .filter_map(|s| s.labels.get(&key).cloned())
-            .collect();
-        let matches = |label: &str| {
-            let label = label.trim_end_matches("+U");
-            label.len() >= 7 && (self.commit.starts_with(label) || label.starts_with(short))
-        };
-        match found.first() {
-            Some(label) if found.iter().all(|l| matches(l)) => {
-                let _ = label;
-                Ok(())
-            }
-            Some(label) => Err(Error::Infra(format!(
-                "the stack runs {label}, not the change {short}"
-            ))),
-            None => Err(Error::Infra(format!(
-                "no service carries the label {key}: cannot prove the change is what runs"
-            ))),
-        }
-    }
-
-    /// Where data markers go: the recipe's `marker`, else the first backup path of the first
-    /// service that declares backups.
-    fn marker(&self) -> Option<suite::Marker> {
-        if let Some(m) = &self.tests.marker {
-            return Some(m.clone());
-        }
-        let env = EnvFile::read(&self.app.env_file()).ok()?;
-        let vars = driver::stack::deploy_vars(&self.app, &env);
-        let compose = Compose::load(&self.app.recipe_dir(), &env.compose_files(), &vars).ok()?;
-        compose.services().into_iter().find_map(|s| {
-            if s.labels.get("backupbot.backup").map(String::as_str) != Some("true") {
-                return None;
-            }
-            let path = match s.labels.get("backupbot.backup.path") {
-                Some(p) => p.split(',').next()?.trim().to_string(),
-                None => s.volumes.first()?.target.clone(),
-            };
-            Some(suite::Marker {
-                service: s.name.clone(),
-                path: format!("{}/ccci-marker", path.trim_end_matches('/')),
-            })
-        })
-    }
-
-    /// Runs the stage's test executables from the recipe's test trees.
-    fn run_tests(&mut self, stage: Stage) -> std::result::Result<(), Failure> {
-        for test in self.trees.tests(stage) {
-            let name = test
-                .file_name()
-                .map(|n| format!("{stage}.d/{}", n.to_string_lossy()))
-                .unwrap_or_default();
-            self.check(stage, &name, || self.run_script(&test, stage))?;
-        }
-        Ok(())
-    }
-
-    fn hook(&mut self, name: &str, stage: Stage) -> std::result::Result<(), Failure> {
-        match self.trees.file(name) {
-            Some(path) if crate::process::is_executable(&path) => {
-                self.check(stage, name, || self.run_script(&path, stage))
-            }
-            Some(path) => Err(Failure::Error(Error::Config(format!(
-                "hook {} is not executable: chmod +x it",
-                path.display()
-            )))),
-            None => Ok(()),
-        }
-    }
-
-    fn run_script(&self, path: &Path, stage: Stage) -> Result<()> {
-        let cmd = self
-            .app
-            .home
-            .apply(Cmd::new(path))
-            .current_dir(path.parent().unwrap_or(Path::new("/")))
-            .env("DOMAIN", self.app.domain)
-            .env("STAGE", stage.as_str())
-            .env("RECIPE_DIR", self.app.recipe_dir())
-            .env("RUN_ID", &self.run_dir.id)
-            .env("BASE_URL", format!("https://{}", self.app.domain))
-            .env("STACK_NAME", self.app.stack)
-            .env("CCCI_DRIVER", self.driver.name())
-            .env("CCCI_ENV_FILE", self.app.env_file())
-            .timeout(Duration::from_secs(900))
-            .log_output();
-        self.app.runner.run(&cmd)?;
-        Ok(())
-    }
-}
-
-fn write_marker(swarm: &Swarm, stack: &str, marker: &suite::Marker, value: &str) -> Result<()> {
-    let script = format!(
-        "mkdir -p \"$(dirname '{0}')\" && printf '%s' '{1}' > '{0}'",
-        marker.path.replace('\'', ""),
-        value.replace('\'', "")
-    );
-    let out = swarm.exec(
-        stack,
-        &marker.service,
-        &["sh".into(), "-c".into(), script],
-        None,
-    )?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(Error::Infra(format!(
-            "cannot write {} in {}: {}",
-            marker.path,
-            marker.service,
-            out.last_error_line()
-        )))
-    }
-}
-
-fn read_marker(swarm: &Swarm, stack: &str, marker: &suite::Marker) -> Result<String> {
-    let out = swarm.exec(
-        stack,
-        &marker.service,
-        &["cat".into(), marker.path.clone()],
-        None,
-    )?;
-    if out.success() {
-        Ok(out.stdout_str())
-    } else {
-        Ok(format!("(missing: {})", out.last_error_line()))
-    }
-}
-
-/// What went wrong in a stage.
-enum Failure {
-    /// The swarm would not run it.
-    NotReady(NotReady),
-    /// A check or test of the recipe failed.
-    Check(String),
-    /// Something could not be done at all.
-    Error(Error),
-    /// The base version of the upgrade failed to deploy.
-    Base { version: String, message: String },
-}
-
-impl Failure {
-    fn on_base(self, version: &str) -> Failure {
-        match self {
-            Failure::Error(e @ Error::Interrupted(_)) => Failure::Error(e),
-            Failure::NotReady(NotReady::Interrupted(s)) => Failure::Error(Error::Interrupted(s)),
-            other => Failure::Base {
-                version: version.to_string(),
-                message: other.message(),
-            },
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            Failure::NotReady(n) => n.to_string(),
-            Failure::Check(m) => m.clone(),
-            Failure::Error(e) => e.to_string(),
-            Failure::Base { message, .. } => message.clone(),
-        }
-    }
-
-    fn error(&self) -> Option<&Error> {
-        match self {
-            Failure::Error(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Error(e)
-    }
+    diagnosis
 }
 
 /// Unix seconds `after` from now, for deadline labels.
