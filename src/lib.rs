@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod probe;
 pub mod process;
 pub mod recipe;
+pub mod replay;
 pub mod report;
 pub mod rundir;
 pub mod signal;

@@ -27,7 +27,7 @@ use crate::report::{self, RunRecord, StageRecord, StageStatus, Verdict};
 use crate::rundir::{RunDir, RunLog};
 use crate::signal::Cancel;
 use crate::stage::Stage;
-use crate::steps::{self, Failure, RunContext, StepResult, step};
+use crate::steps::{self, Failure, RunContext, StepResult};
 use crate::suite::{self, TestTrees};
 use crate::swarm::{NotReady, Swarm};
 use crate::teardown;
@@ -129,19 +129,15 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
     );
 
     // Fetch first: the generated domain depends on the commit.
-    let recipe_dir = home.recipe_dir(&req.recipe);
-    let fetched = step(&*sink, "fetch", &source, || {
-        if req.skip_fetch {
-            recipe::copy_staged(
-                &runner,
-                &home.canonical_recipe_dir(&req.recipe),
-                &recipe_dir,
-            )?;
-        } else {
-            recipe::clone(&runner, &source, &recipe_dir)?;
-        }
-        recipe::resolve(&runner, &recipe_dir, req.git_ref.as_deref())
-    });
+    let fetched = steps::fetch_recipe(
+        &runner,
+        &home,
+        &req.recipe,
+        &source,
+        req.git_ref.as_deref(),
+        req.skip_fetch,
+        &*sink,
+    );
     let commit = match fetched {
         Ok(c) => c,
         Err(e) => {
@@ -149,7 +145,6 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
             return Err(e);
         }
     };
-    recipe::exclude(&recipe_dir, overlay::OVERLAY_FILE)?;
     let domain = req.domain.clone().unwrap_or_else(|| {
         crate::naming::test_domain(&req.recipe, &commit, &run_id, &host.config.domain_zone)
     });
@@ -167,44 +162,26 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
         None => req.stages.clone(),
     };
 
-    let record = RunRecord {
-        format_version: report::RUN_FORMAT_VERSION,
-        run_id: run_id.clone(),
-        recipe: req.recipe.clone(),
-        source: source.clone(),
-        git_ref: req.git_ref.clone(),
-        commit: Some(commit.clone()),
-        base_version: None,
-        domain: domain.clone(),
-        stack: stack.clone(),
-        driver: driver.name().to_string(),
-        stages: req
-            .stages
-            .iter()
-            .map(|&stage| StageRecord {
-                stage,
-                status: if stages.contains(&stage) {
-                    StageStatus::Pending
-                } else {
-                    StageStatus::Skipped
-                },
-                detail: String::new(),
-                started_at: None,
-                seconds: None,
-                reason: (!stages.contains(&stage))
-                    .then(|| format!("the recipe's ccci.yml does not apply the {stage} stage")),
-                checks: Vec::new(),
-            })
-            .collect(),
-        started_at: report::now_rfc3339(),
-        finished_at: None,
-        seconds: None,
-        verdict: None,
-        reason: None,
-        torn_down: false,
-        teardown_leftovers: Vec::new(),
-        kept: None,
-    };
+    let mut record = RunRecord::new(&run_id, &req.recipe, &source, driver.name());
+    record.git_ref = req.git_ref.clone();
+    record.commit = Some(commit.clone());
+    record.domain = domain.clone();
+    record.stack = stack.clone();
+    record.tests_dir = req.tests_dir.clone();
+    record.stages = req
+        .stages
+        .iter()
+        .map(|&stage| {
+            let mut s = StageRecord::pending(stage);
+            if !stages.contains(&stage) {
+                s.status = StageStatus::Skipped;
+                s.reason = Some(format!(
+                    "the recipe's ccci.yml does not apply the {stage} stage"
+                ));
+            }
+            s
+        })
+        .collect();
     record.write(&run_dir.run_json())?;
     sink.event(&Event::RunStarted {
         run_id: run_id.clone(),

@@ -1,7 +1,7 @@
 //! The record of a run: `run.json` (versioned, written atomically), `junit.xml`, and the
 //! one-line reason that the console, the commit status and run.json all quote.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -115,9 +115,53 @@ pub struct RunRecord {
     pub teardown_leftovers: Vec<String>,
     /// Set when `--keep` left the app deployed: the command that removes it.
     pub kept: Option<String>,
+    /// `--tests-dir` of the run, so a replayed step finds the same tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_dir: Option<PathBuf>,
+}
+
+impl StageRecord {
+    /// A stage that has not run yet.
+    pub fn pending(stage: Stage) -> Self {
+        StageRecord {
+            stage,
+            status: StageStatus::Pending,
+            detail: String::new(),
+            started_at: None,
+            seconds: None,
+            reason: None,
+            checks: Vec::new(),
+        }
+    }
 }
 
 impl RunRecord {
+    /// The record of a run that has just started: nothing fetched, deployed or decided yet.
+    pub fn new(run_id: &str, recipe: &str, source: &str, driver: &str) -> Self {
+        RunRecord {
+            format_version: RUN_FORMAT_VERSION,
+            run_id: run_id.to_string(),
+            recipe: recipe.to_string(),
+            source: source.to_string(),
+            git_ref: None,
+            commit: None,
+            base_version: None,
+            domain: String::new(),
+            stack: String::new(),
+            driver: driver.to_string(),
+            stages: Vec::new(),
+            started_at: now_rfc3339(),
+            finished_at: None,
+            seconds: None,
+            verdict: None,
+            reason: None,
+            torn_down: false,
+            teardown_leftovers: Vec::new(),
+            kept: None,
+            tests_dir: None,
+        }
+    }
+
     pub fn stage_mut(&mut self, stage: Stage) -> Option<&mut StageRecord> {
         self.stages.iter_mut().find(|s| s.stage == stage)
     }
@@ -273,6 +317,7 @@ mod tests {
             reason: None,
             torn_down: true,
             teardown_leftovers: vec![],
+            tests_dir: None,
             kept: None,
         }
     }

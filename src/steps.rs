@@ -152,6 +152,31 @@ pub(crate) fn run_labels(
     ]
 }
 
+/// Fetches the recipe into the run's abra home (a clone of `source`, or with `skip_fetch` a
+/// copy of the canonically staged clone, A4), keeps the overlay out of git's view, and returns
+/// the commit `git_ref` resolves to.
+pub(crate) fn fetch_recipe(
+    runner: &Runner,
+    home: &AbraHome,
+    recipe_name: &str,
+    source: &str,
+    git_ref: Option<&str>,
+    skip_fetch: bool,
+    sink: &dyn EventSink,
+) -> Result<String> {
+    let dir = home.recipe_dir(recipe_name);
+    let commit = step(sink, "fetch", source, || {
+        if skip_fetch {
+            recipe::copy_staged(runner, &home.canonical_recipe_dir(recipe_name), &dir)?;
+        } else {
+            recipe::clone(runner, source, &dir)?;
+        }
+        recipe::resolve(runner, &dir, git_ref)
+    })?;
+    recipe::exclude(&dir, overlay::OVERLAY_FILE)?;
+    Ok(commit)
+}
+
 /// The recipe's test trees, in the documented precedence.
 pub(crate) fn test_trees(host: &Host, recipe: &str, tests_dir: Option<&Path>) -> TestTrees {
     let roots = suite::roots(

@@ -326,3 +326,100 @@ fn which_abra() -> Option<PathBuf> {
             .find(|f| f.is_file())
     })
 }
+
+#[test]
+fn every_step_replays_by_hand_on_a_prepared_run() {
+    let sb = Sandbox::new();
+    sb.config("");
+    let repo = recipe_repo(&root().join("recipes/demo"), &sb.path("demo.git"));
+    let step = |args: &[&str], expect: i32| {
+        let out = sb.ccci(args);
+        assert_eq!(out.status.code(), Some(expect), "{args:?}\n{}", text(&out));
+        out
+    };
+    let out = step(
+        &[
+            "prepare",
+            "demo",
+            "--source",
+            repo.to_str().unwrap(),
+            "--run-id",
+            "by-hand",
+        ],
+        0,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "by-hand");
+    // Nothing to wait for before the recipe is fetched and deployed.
+    let out = step(&["wait", "--run", "by-hand"], 2);
+    assert!(
+        text(&out).contains("ccci fetch --run by-hand"),
+        "{}",
+        text(&out)
+    );
+    step(&["fetch", "--run", "by-hand"], 0);
+    let record = sb.record("by-hand");
+    assert_eq!(record.commit.as_deref().map(str::len), Some(40));
+    assert!(
+        record.domain.ends_with(".ccci.localhost"),
+        "{}",
+        record.domain
+    );
+    let out = step(&["wait", "--run", "by-hand"], 2);
+    assert!(
+        text(&out).contains("ccci deploy --run by-hand"),
+        "{}",
+        text(&out)
+    );
+
+    // The upgrade, step by step: base release, then the change.
+    step(&["deploy", "--run", "by-hand", "--release", "0.2.0+1.1"], 0);
+    step(&["wait", "--run", "by-hand"], 0);
+    step(&["check", "--run", "by-hand"], 0);
+    // The base is not the change: the upgrade's proof fails, with its reason.
+    let out = step(&["check", "--run", "by-hand", "--stage", "upgrade"], 1);
+    assert!(
+        text(&out).contains("the change is what runs"),
+        "{}",
+        text(&out)
+    );
+    step(&["deploy", "--run", "by-hand"], 0);
+    step(&["wait", "--run", "by-hand"], 0);
+    step(&["check", "--run", "by-hand", "--stage", "upgrade"], 0);
+    step(&["backup", "--run", "by-hand"], 0);
+    step(&["restore", "--run", "by-hand"], 0);
+    step(&["wait", "--run", "by-hand"], 0);
+
+    // A live holder of the domain's lock stops a step with its name, and changes nothing.
+    let lock = ccci::lock::AppLock::try_acquire(
+        &sb.path("locks"),
+        &record.domain,
+        &ccci::lock::Holder::this_process("someone-else"),
+    )
+    .unwrap()
+    .unwrap();
+    let out = step(&["backup", "--run", "by-hand"], 2);
+    assert!(
+        text(&out).contains("locked by run someone-else"),
+        "{}",
+        text(&out)
+    );
+    drop(lock);
+
+    step(&["teardown", "--run", "by-hand"], 0);
+    let record = sb.record("by-hand");
+    assert!(record.torn_down, "{record:?}");
+    let log = std::fs::read_to_string(sb.path("runs/by-hand/log")).unwrap();
+    for line in [
+        "fetch done",
+        "deploy: 0.2.0+1.1",
+        "(chaos)",
+        "test back up ok",
+        "teardown: stack",
+    ] {
+        assert!(
+            log.contains(line),
+            "`{line}` missing from the run's log:\n{log}"
+        );
+    }
+    sb.assert_nothing_left(&record);
+}

@@ -21,8 +21,22 @@ pub struct Cli {
 pub enum Command {
     /// Test a recipe: deploy it, run the stages, tear down, report the verdict.
     Test(TestArgs),
+    /// Step by step: create a run directory (no fetch, no deploy) and print its id.
+    Prepare(RunSpec),
+    /// Step: fetch the run's recipe, resolve its ref, and fix its app domain.
+    Fetch(RunRef),
     /// Print the compose overlay ccci would deploy with a recipe (compose.ccci.yml).
     Overlay(OverlayArgs),
+    /// Step: deploy the run's change (or a published version), creating the app if needed.
+    Deploy(DeployArgs),
+    /// Step: wait until the run's app is ready (swarm readiness, then the recipe's probe).
+    Wait(RunRef),
+    /// Step: run a stage's tests against the run's app.
+    Check(CheckArgs),
+    /// Step: back up the run's app.
+    Backup(RunRef),
+    /// Step: restore the run's app from its last backup.
+    Restore(RunRef),
     /// Tear an app down: stack, containers, volumes, secrets, configs, networks, env file.
     Teardown(TeardownArgs),
     /// Reap what killed runs leaked; never touches a live run.
@@ -38,8 +52,9 @@ pub enum Command {
     Man,
 }
 
+/// What to test and where: shared by `test` and `prepare`.
 #[derive(Debug, Args)]
-pub struct TestArgs {
+pub struct RunSpec {
     /// The recipe to test, e.g. ghost.
     pub recipe: String,
     /// Stage to run; repeat for several. `all` runs install, upgrade and backup.
@@ -51,9 +66,6 @@ pub struct TestArgs {
     /// Commit, branch or tag to test (default: the default branch's head).
     #[arg(long = "ref", value_name = "REF")]
     pub git_ref: Option<String>,
-    /// Published version the upgrade starts from (default: the last one before the change).
-    #[arg(long, value_name = "VERSION")]
-    pub from: Option<String>,
     /// App domain to deploy on (default: a generated test domain).
     #[arg(long)]
     pub domain: Option<String>,
@@ -63,12 +75,21 @@ pub struct TestArgs {
     /// Deploy driver.
     #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
     pub driver: DriverArg,
-    /// Keep the app deployed afterwards.
-    #[arg(long, value_enum, default_value_t = KeepArg::Never)]
-    pub keep: KeepArg,
     /// A tests-recipes directory that overrides the configured and bundled ones.
     #[arg(long, value_name = "DIR")]
     pub tests_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub spec: RunSpec,
+    /// Published version the upgrade starts from (default: the last one before the change).
+    #[arg(long, value_name = "VERSION")]
+    pub from: Option<String>,
+    /// Keep the app deployed afterwards.
+    #[arg(long, value_enum, default_value_t = KeepArg::Never)]
+    pub keep: KeepArg,
     /// Stop, tear down and exit 142 after this long, e.g. 45m (default: from the config).
     #[arg(long, value_name = "DURATION")]
     pub deadline: Option<String>,
@@ -78,6 +99,35 @@ pub struct TestArgs {
     /// Print the run record as JSON on stdout at the end.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The run a step works on.
+#[derive(Debug, Args)]
+pub struct RunRef {
+    /// The run's id (its directory under runs_dir), from `ccci prepare` or `ccci test`.
+    #[arg(long = "run", value_name = "ID")]
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// Deploy this published version (a release tag) instead of the change.
+    #[arg(long, value_name = "VERSION")]
+    pub release: Option<String>,
+    /// Deploy without ccci's compose overlay.
+    #[arg(long)]
+    pub no_overlay: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub run: RunRef,
+    /// Whose tests to run: install, upgrade or backup.
+    #[arg(long, short, value_name = "STAGE", default_value = "install")]
+    pub stage: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -109,10 +159,14 @@ pub struct OverlayArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
 pub struct TeardownArgs {
     /// The app's domain.
-    #[arg(long)]
-    pub domain: String,
+    #[arg(long, group = "what")]
+    pub domain: Option<String>,
+    /// The run whose app to tear down (also records it in the run's run.json).
+    #[arg(long, value_name = "ID", group = "what")]
+    pub run: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

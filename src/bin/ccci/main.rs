@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ccci::config::{self, Config, Env};
 use ccci::driver::DriverChoice;
 use ccci::lifecycle::{Host, Keep, TestRequest};
+use ccci::replay::{PrepareRequest, Step};
 use ccci::signal::{self, Cancel};
 use ccci::stage::Stage;
 use ccci::{Error, Result, exit_code};
@@ -56,6 +57,63 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             let config = load_config(&cli, &env)?;
             test(args, config, env, parent)
         }
+        Command::Prepare(spec) => {
+            let host = step_host(&cli, env, parent)?;
+            let run_dir = ccci::replay::prepare(
+                &host,
+                &PrepareRequest {
+                    recipe: spec.recipe.clone(),
+                    source: spec.source.clone(),
+                    git_ref: spec.git_ref.clone(),
+                    domain: spec.domain.clone(),
+                    run_id: spec.run_id.clone(),
+                    driver: driver_choice(spec.driver),
+                    tests_dir: spec.tests_dir.clone(),
+                    stages: parse_stages(&spec.stage)?,
+                },
+            )?;
+            eprintln!(
+                "prepared {}; next: ccci fetch --run {}",
+                run_dir.path.display(),
+                run_dir.id
+            );
+            println!("{}", run_dir.id);
+            Ok(exit_code::PASS)
+        }
+        Command::Fetch(run) => {
+            let host = step_host(&cli, env, parent)?;
+            let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
+            let record = ccci::replay::fetch(&host, &run.run, terminal)?;
+            eprintln!(
+                "run {}: {} at {} on {}",
+                record.run_id,
+                record.recipe,
+                record.commit.as_deref().unwrap_or("?"),
+                record.domain
+            );
+            Ok(exit_code::PASS)
+        }
+        Command::Deploy(args) => {
+            let step = Step::Deploy {
+                version: args.release.clone(),
+                overlay: !args.no_overlay,
+            };
+            replay(&cli, env, parent, &args.run.run, step)
+        }
+        Command::Wait(run) => replay(&cli, env, parent, &run.run, Step::Wait),
+        Command::Check(args) => {
+            let stage = match Stage::parse_list(&args.stage).map_err(Error::Usage)?[..] {
+                [stage] => stage,
+                _ => {
+                    return Err(Error::Usage(
+                        "--stage takes one stage here: install, upgrade or backup".into(),
+                    ));
+                }
+            };
+            replay(&cli, env, parent, &args.run.run, Step::Check { stage })
+        }
+        Command::Backup(run) => replay(&cli, env, parent, &run.run, Step::Backup),
+        Command::Restore(run) => replay(&cli, env, parent, &run.run, Step::Restore),
         Command::Overlay(args) => {
             let config = load_config(&cli, &env)?;
             let text = ccci::lifecycle::preview_overlay(
@@ -70,11 +128,18 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             Ok(exit_code::PASS)
         }
         Command::Teardown(args) => {
-            let config = load_config(&cli, &env)?;
-            let cancel = guarded(parent, None)?;
-            let terminal = render::Terminal::new();
-            let outcome =
-                ccci::lifecycle::teardown_domain(&config, &cancel, &args.domain, &terminal)?;
+            let host = step_host(&cli, env, parent)?;
+            let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
+            let outcome = match (&args.run, &args.domain) {
+                (Some(run), _) => ccci::replay::teardown(&host, run, terminal)?,
+                // clap requires one of the two; an empty domain fails validation with its line.
+                (None, domain) => ccci::lifecycle::teardown_domain(
+                    &host.config,
+                    &host.cancel,
+                    domain.as_deref().unwrap_or_default(),
+                    &*terminal,
+                )?,
+            };
             if args.json {
                 println!(
                     "{}",
@@ -162,36 +227,77 @@ fn guarded(parent: i32, deadline: Option<std::time::Duration>) -> Result<Cancel>
     Ok(cancel)
 }
 
-fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i32> {
+fn parse_stages(names: &[String]) -> Result<Vec<Stage>> {
     let mut stages = Vec::new();
-    for name in &args.stage {
+    for name in names {
         stages.extend(Stage::parse_list(name).map_err(Error::Usage)?);
     }
+    Ok(Stage::normalise(stages))
+}
+
+fn driver_choice(arg: cli::DriverArg) -> DriverChoice {
+    match arg {
+        cli::DriverArg::Auto => DriverChoice::Auto,
+        cli::DriverArg::Abra => DriverChoice::Abra,
+        cli::DriverArg::Stack => DriverChoice::Stack,
+    }
+}
+
+/// The host of a step subcommand: config, environment, and the guards every run has.
+fn step_host(cli: &Cli, env: Env, parent: i32) -> Result<Host> {
+    let config = load_config(cli, &env)?;
+    let cancel = guarded(parent, None)?;
+    Ok(Host {
+        config,
+        env,
+        cancel,
+    })
+}
+
+/// Replays one step and maps how it went to an exit code.
+fn replay(cli: &Cli, env: Env, parent: i32, run: &str, step: Step) -> Result<i32> {
+    let host = step_host(cli, env, parent)?;
+    let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
+    match ccci::replay::replay(&host, run, &step, terminal) {
+        Ok(None) => Ok(exit_code::PASS),
+        Ok(Some(reason)) => {
+            eprintln!("{} {reason}", console::style("failed:").red().bold());
+            Ok(exit_code::TEST_FAILED)
+        }
+        Err(e) => match host.cancel.signal() {
+            Some(signal) => {
+                eprintln!("{} {e}", console::style("error:").red().bold());
+                Ok(exit_code::for_signal(signal))
+            }
+            None => Err(e),
+        },
+    }
+}
+
+fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i32> {
+    let stages = parse_stages(&args.spec.stage)?;
     let deadline = match &args.deadline {
         Some(text) => Some(
             config::parse_duration(text).map_err(|e| Error::Usage(format!("--deadline: {e}")))?,
         ),
         None => config.deadline,
     };
+    let spec = &args.spec;
     let request = TestRequest {
-        recipe: args.recipe.clone(),
-        source: args.source.clone(),
-        git_ref: args.git_ref.clone(),
+        recipe: spec.recipe.clone(),
+        source: spec.source.clone(),
+        git_ref: spec.git_ref.clone(),
         from: args.from.clone(),
-        stages: Stage::normalise(stages),
-        domain: args.domain.clone(),
-        run_id: args.run_id.clone(),
-        driver: match args.driver {
-            cli::DriverArg::Auto => DriverChoice::Auto,
-            cli::DriverArg::Abra => DriverChoice::Abra,
-            cli::DriverArg::Stack => DriverChoice::Stack,
-        },
+        stages,
+        domain: spec.domain.clone(),
+        run_id: spec.run_id.clone(),
+        driver: driver_choice(spec.driver),
         keep: match args.keep {
             cli::KeepArg::Never => Keep::Never,
             cli::KeepArg::OnFailure => Keep::OnFailure,
             cli::KeepArg::Always => Keep::Always,
         },
-        tests_dir: args.tests_dir.clone(),
+        tests_dir: spec.tests_dir.clone(),
         skip_fetch: env.get("CCCI_SKIP_FETCH").is_some_and(|v| v == "1"),
         overlay: !args.no_overlay,
         deadline_unix: deadline.map(ccci::lifecycle::unix_after),
