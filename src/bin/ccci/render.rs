@@ -1,16 +1,42 @@
-//! Renders the library's events for a person: a spinner per step on a terminal, plain
-//! timestamped lines otherwise (CI logs, pipes). Colour follows the terminal and NO_COLOR.
+//! Renders the library's events for a person. On a terminal: one progress line per stage
+//! (pending, then a spinner with the step under way and its elapsed time, then passed, failed
+//! or skipped), with notices, tests and teardown printed above them. Anywhere else (CI logs,
+//! pipes): plain timestamped lines. Colour follows the terminal and NO_COLOR.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use ccci::event::{Event, EventSink};
+use ccci::report::StageStatus;
+use ccci::stage::Stage;
 use console::style;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Terminal {
     interactive: bool,
-    spinner: Mutex<Option<ProgressBar>>,
+    bars: Mutex<Bars>,
+}
+
+/// The progress lines: one per stage of the run, and a spinner for work outside any stage
+/// (fetch, teardown, a replayed step).
+struct Bars {
+    multi: MultiProgress,
+    stages: BTreeMap<Stage, ProgressBar>,
+    current: Option<Stage>,
+    loose: Option<ProgressBar>,
+}
+
+const TICK: Duration = Duration::from_millis(120);
+
+fn running_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>8.bold} {spinner} {msg} [{elapsed}]")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn still_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>8.bold} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 impl Terminal {
@@ -22,40 +48,94 @@ impl Terminal {
         }
         Terminal {
             interactive,
-            spinner: Mutex::new(None),
+            bars: Mutex::new(Bars {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                stages: BTreeMap::new(),
+                current: None,
+                loose: None,
+            }),
         }
     }
+}
 
+impl Bars {
     fn println(&self, line: String) {
-        let spinner = self.spinner.lock().unwrap_or_else(|e| e.into_inner());
-        match spinner.as_ref() {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+        if self.multi.println(&line).is_err() {
+            eprintln!("{line}");
         }
     }
 
-    fn spin(&self, message: String) {
-        let mut spinner = self.spinner.lock().unwrap_or_else(|e| e.into_inner());
-        let bar = spinner.get_or_insert_with(|| {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
+    /// One still line per stage, pending, in run order.
+    fn start_run(&mut self, stages: &[Stage]) {
+        for &stage in stages {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(still_style());
+            bar.set_prefix(stage.as_str());
+            bar.set_message(style("pending").dim().to_string());
+            self.stages.insert(stage, bar);
+        }
+    }
+
+    fn start_stage(&mut self, stage: Stage, detail: &str) {
+        self.finish_loose();
+        let bar = self.stages.entry(stage).or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_prefix(stage.as_str());
+            bar
+        });
+        bar.reset_elapsed();
+        bar.set_style(running_style());
+        bar.set_message(detail.to_string());
+        bar.enable_steady_tick(TICK);
+        self.current = Some(stage);
+    }
+
+    fn finish_stage(&mut self, stage: Stage, status: StageStatus, reason: Option<&str>, secs: f64) {
+        let text = match (status, reason) {
+            (StageStatus::Passed, _) => style(format!("passed in {secs:.1}s")).green().bold(),
+            (StageStatus::Failed, Some(r)) => style(format!("failed: {r}")).red().bold(),
+            (StageStatus::Skipped, Some(r)) => style(format!("skipped: {r}")).yellow(),
+            (status, _) => style(format!("{status:?}").to_lowercase()).bold(),
+        };
+        if let Some(bar) = self.stages.get(&stage) {
+            bar.set_style(still_style());
+            bar.finish_with_message(text.to_string());
+        }
+        if self.current == Some(stage) {
+            self.current = None;
+        }
+    }
+
+    /// What the current stage (or, outside a stage, the loose spinner) is doing now.
+    fn doing(&mut self, message: String) {
+        if let Some(bar) = self.current.and_then(|s| self.stages.get(&s)) {
+            bar.set_message(message);
+            return;
+        }
+        let bar = self.loose.get_or_insert_with(|| {
+            let bar = self.multi.add(ProgressBar::new_spinner());
+            bar.set_style(running_style());
+            bar.set_prefix("");
+            bar.enable_steady_tick(TICK);
             bar
         });
         bar.set_message(message);
     }
 
-    fn stop_spinner(&self) {
-        if let Some(bar) = self
-            .spinner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+    fn finish_loose(&mut self) {
+        if let Some(bar) = self.loose.take() {
             bar.finish_and_clear();
+        }
+    }
+
+    /// Leaves the stage lines as they are and stops every spinner.
+    fn finish_all(&mut self) {
+        self.finish_loose();
+        for bar in self.stages.values() {
+            if !bar.is_finished() {
+                bar.set_style(still_style());
+                bar.abandon();
+            }
         }
     }
 }
@@ -66,28 +146,41 @@ impl EventSink for Terminal {
             eprintln!("{} {}", ccci::report::now_rfc3339(), event.to_line());
             return;
         }
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            Event::StepStarted { .. } | Event::Waiting { .. } => self.spin(event.to_line()),
+            Event::RunStarted { stages, .. } => {
+                bars.println(event.to_line());
+                bars.start_run(stages);
+            }
+            Event::StageStarted { stage, detail } => bars.start_stage(*stage, detail),
+            Event::StageFinished {
+                stage,
+                status,
+                reason,
+                elapsed,
+            } => bars.finish_stage(*stage, *status, reason.as_deref(), elapsed.as_secs_f64()),
+            Event::StepStarted { .. } | Event::Waiting { .. } => bars.doing(event.to_line()),
             Event::StepFinished { ok: true, .. } => {}
-            Event::StageFinished { .. } | Event::Verdict { .. } => {
-                self.stop_spinner();
+            Event::Verdict { .. } => {
+                bars.finish_all();
                 let line = event.to_line();
-                let styled = if line.contains("failed") || line.contains("FAILED") {
-                    style(line).red().bold()
-                } else if line.contains("passed") || line.contains("pass") {
+                let styled = if line.contains("pass") {
                     style(line).green().bold()
                 } else {
-                    style(line).bold()
+                    style(line).red().bold()
                 };
-                eprintln!("{styled}");
+                bars.println(styled.to_string());
             }
-            _ => self.println(event.to_line()),
+            _ => bars.println(event.to_line()),
         }
     }
 }
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        self.stop_spinner();
+        self.bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish_all();
     }
 }
