@@ -260,12 +260,7 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
         );
         record.torn_down = true;
         record.teardown_leftovers = outcome.leftovers.clone();
-        let marker = if outcome.leftovers.is_empty() {
-            "clean\n".to_string()
-        } else {
-            format!("left for the janitor:\n{}\n", outcome.leftovers.join("\n"))
-        };
-        let _ = report::write_atomic(&run_dir.teardown_marker(), marker.as_bytes());
+        let _ = run_dir.mark_torn_down(&outcome.leftovers);
         if outcome.leftovers.is_empty() {
             let _ = lock.unlink_held();
         }

@@ -22,7 +22,7 @@ use crate::lock::{AppLock, Contents, Holder};
 use crate::naming;
 use crate::process::Runner;
 use crate::recipe;
-use crate::report::{self, RunRecord, StageRecord};
+use crate::report::{RunRecord, StageRecord};
 use crate::rundir::{RunDir, RunLog};
 use crate::stage::Stage;
 use crate::steps::{self, Failure, RunContext, StepResult};
@@ -243,12 +243,7 @@ pub fn teardown(
     record.teardown_leftovers = outcome.leftovers.clone();
     record.kept = None;
     record.write(&run_dir.run_json())?;
-    let marker = if outcome.leftovers.is_empty() {
-        "clean\n".to_string()
-    } else {
-        format!("left for the janitor:\n{}\n", outcome.leftovers.join("\n"))
-    };
-    report::write_atomic(&run_dir.teardown_marker(), marker.as_bytes())?;
+    run_dir.mark_torn_down(&outcome.leftovers)?;
     Ok(outcome)
 }
 

@@ -97,6 +97,16 @@ impl RunDir {
     pub fn teardown_marker(&self) -> PathBuf {
         self.path.join("torn-down")
     }
+
+    /// Writes the teardown marker: `clean`, or what was left for the janitor.
+    pub fn mark_torn_down(&self, leftovers: &[String]) -> Result<()> {
+        let marker = if leftovers.is_empty() {
+            "clean\n".to_string()
+        } else {
+            format!("left for the janitor:\n{}\n", leftovers.join("\n"))
+        };
+        crate::report::write_atomic(&self.teardown_marker(), marker.as_bytes())
+    }
 }
 
 /// The run's plain-text log: an [`EventSink`] that writes each event as one timestamped line,

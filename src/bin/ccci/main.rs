@@ -264,13 +264,19 @@ fn replay(cli: &Cli, env: Env, parent: i32, run: &str, step: Step) -> Result<i32
             eprintln!("{} {reason}", console::style("failed:").red().bold());
             Ok(exit_code::TEST_FAILED)
         }
-        Err(e) => match host.cancel.signal() {
-            Some(signal) => {
-                eprintln!("{} {e}", console::style("error:").red().bold());
-                Ok(exit_code::for_signal(signal))
-            }
-            None => Err(e),
-        },
+        Err(e) => after_signal(&host, e),
+    }
+}
+
+/// Whatever failed after a signal arrived, the signal is why the command ended (G4): the error
+/// is shown, and the exit code is 128+signal.
+fn after_signal(host: &Host, e: Error) -> Result<i32> {
+    match host.cancel.signal() {
+        Some(signal) => {
+            eprintln!("{} {e}", console::style("error:").red().bold());
+            Ok(exit_code::for_signal(signal))
+        }
+        None => Err(e),
     }
 }
 
@@ -311,14 +317,7 @@ fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i
     let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
     let outcome = match ccci::lifecycle::run_test(&host, &request, terminal) {
         Ok(outcome) => outcome,
-        // Whatever failed after a signal arrived, the signal is why the run ended (G4).
-        Err(e) => match host.cancel.signal() {
-            Some(signal) => {
-                eprintln!("{} {e}", console::style("error:").red().bold());
-                return Ok(exit_code::for_signal(signal));
-            }
-            None => return Err(e),
-        },
+        Err(e) => return after_signal(&host, e),
     };
     if args.json {
         println!(
