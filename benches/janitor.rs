@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use ccci::config::Config;
 use ccci::event::Discard;
 use ccci::janitor::{self, SweepOptions};
-use ccci::lock::{AppLock, Holder};
-use ccci::process::Runner;
-use ccci::signal::Cancel;
+use ccci::sys::cancel::Cancel;
+use ccci::sys::lock::{AppLock, Holder};
+use ccci::sys::process::Runner;
 
 const LOCK_FILES: usize = 10_000;
 const APPS: usize = 1_000;
@@ -92,7 +92,7 @@ fn main() {
             .status();
         started.elapsed()
     });
-    let engine = ccci::engine::Engine::from_env().expect("engine");
+    let engine = ccci::docker::api::Engine::from_env().expect("engine");
     let engine_info = measure(15, || {
         let started = Instant::now();
         let _ = engine.get_json("/v1.41/info");

@@ -43,6 +43,9 @@ pub struct Config {
     pub leak_threshold: Duration,
     /// App domains the janitor never touches (J7).
     pub warm_apps: Vec<String>,
+    /// How long an app kept with `--keep` (or deployed by a step command) is left alone
+    /// before the janitor reaps it (J11); `--keep-for` overrides.
+    pub keep_for: Duration,
 }
 
 /// The file as written: every key optional, defaults filled in by [`Config::load`].
@@ -63,6 +66,7 @@ struct RawConfig {
     kill_grace: Option<String>,
     leak_threshold: Option<String>,
     warm_apps: Vec<String>,
+    keep_for: Option<String>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -80,6 +84,7 @@ const KNOWN_KEYS: &[&str] = &[
     "kill_grace",
     "leak_threshold",
     "warm_apps",
+    "keep_for",
 ];
 
 /// The environment ccci reads its overrides from; a map in tests, the process env in `main`.
@@ -230,6 +235,7 @@ impl Config {
             kill_grace: duration("kill_grace", raw.kill_grace, "5s")?,
             leak_threshold: duration("leak_threshold", raw.leak_threshold, "120m")?,
             warm_apps: raw.warm_apps,
+            keep_for: duration("keep_for", raw.keep_for, "4h")?,
         })
     }
 
@@ -269,9 +275,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "`{text}` has no unit: write it like 90s, 15m or 1h"
         ));
     }
-    humantime::parse_duration(text)
-        .map_err(|_| format!("`{text}` is not a duration: write it like 90s, 15m or 1h"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration: write it like 90s, 15m or 1h"))?;
+    // Every duration ends up added to a clock reading or in alarm(2): bound it here, once,
+    // so no later addition can overflow.
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than {}: write a shorter duration",
+            format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
 }
+
+/// The longest duration ccci accepts anywhere (timeouts, budgets, deadlines, keep).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 /// Renders a duration the way the config file writes it.
 pub fn format_duration(d: Duration) -> String {
@@ -287,6 +305,17 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn regression_huge_durations_are_refused_not_overflowed() {
+        let err = parse_duration("500000000000y").unwrap_err();
+        assert!(err.contains("is longer than"), "{err}");
+        assert!(parse_duration("367d").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        let e = env(&[("HOME", "/home/x")]);
+        let err = Config::from_yaml("keep_for: 99999999999y", &e).unwrap_err();
+        assert!(err.to_string().contains("keep_for"), "{err}");
     }
 
     #[test]

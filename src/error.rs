@@ -6,8 +6,6 @@
 
 use std::path::PathBuf;
 
-use crate::process::CommandError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad input from the user: a name, domain, flag combination or file that cannot be used.
@@ -19,8 +17,12 @@ pub enum Error {
     /// Docker, the swarm, abra, git or the recipe source is missing or broken.
     #[error("{0}")]
     Infra(String),
+    /// The deployer (docker or abra) ran and refused what the recipe asks for: the recipe's
+    /// fault, not the host's (see `run::failure` for what that means for a verdict).
+    #[error("{0}")]
+    Rejected(String),
     /// The run was interrupted by this signal (SIGINT, SIGTERM, SIGALRM for the deadline).
-    #[error("interrupted by {}", crate::signal::signal_name(*.0))]
+    #[error("interrupted by {}", crate::sys::signal::signal_name(*.0))]
     Interrupted(i32),
     /// The parent process died before the lifetime guard was installed.
     #[error(
@@ -34,20 +36,11 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A child command failed. A command stopped because the run was interrupted is never
-    /// this but [`Error::Interrupted`] (see the `From` impl), so every caller's `?` reports
-    /// the interruption, not a failure.
+    /// A child command failed (a `sys::process::CommandError`). A command stopped because
+    /// the run was interrupted is never this but [`Error::Interrupted`] (see the `From` impl
+    /// next to `CommandError`), so every caller's `?` reports the interruption, not a failure.
     #[error(transparent)]
-    Command(CommandError),
-}
-
-impl From<CommandError> for Error {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::Cancelled { signal, .. } => Error::Interrupted(signal),
-            e => Error::Command(e),
-        }
-    }
+    Command(Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

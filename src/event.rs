@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::report::{StageStatus, Verdict};
 use crate::stage::Stage;
+use crate::verdict::{StageStatus, Verdict};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

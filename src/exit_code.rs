@@ -28,7 +28,7 @@ pub const DEADLINE: i32 = SIGNAL_BASE + 14;
 /// Terminated by SIGTERM (including the parent-death signal), after teardown.
 pub const SIGTERM: i32 = SIGNAL_BASE + 15;
 
-use crate::report::Verdict;
+use crate::verdict::Verdict;
 
 /// The exit code of a run that reached a verdict.
 pub fn for_verdict(verdict: Verdict) -> i32 {
@@ -54,5 +54,6 @@ pub fn for_error(error: &crate::Error) -> i32 {
         Error::Interrupted(signal) => for_signal(*signal),
         Error::Orphaned { .. } => ORPHANED,
         Error::Infra(_) | Error::Io { .. } | Error::Command(_) => INFRA,
+        Error::Rejected(_) => TEST_FAILED,
     }
 }

@@ -7,7 +7,7 @@
 //! candidates (N3): a hand-made app is never one, and two ccci setups with different zones on one
 //! swarm never reap each other's apps. Each candidate's app-domain lock decides its fate: held
 //! means a live run (skipped, and flagged when held for longer than the leak threshold); free or
-//! absent means an orphan, reaped by [`crate::teardown`] while the janitor holds the lock, after
+//! absent means an orphan, reaped by [`crate::docker::teardown`] while the janitor holds the lock, after
 //! which the lock file is unlinked.
 //!
 //! This module owns those decisions. It must never steal a held lock, never reap on a guess
@@ -22,11 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{Engine, Kind};
+use crate::docker::api::{Engine, Kind};
 use crate::event::{Event, EventSink};
-use crate::lock::{AppLock, Contents, Holder};
 use crate::naming;
-use crate::process::Runner;
+use crate::sys::lock::{AppLock, Contents, Holder};
+use crate::sys::process::Runner;
 
 /// The label every resource of a ccci run carries; its presence makes a resource a candidate.
 pub const RUN_ID_LABEL: &str = "ccci.run-id";
@@ -271,7 +271,7 @@ impl Sweep<'_> {
             if let Some(signal) = self.runner.cancel().and_then(|c| c.signal()) {
                 let reason = format!(
                     "sweep interrupted by {}",
-                    crate::signal::signal_name(signal)
+                    crate::sys::signal::signal_name(signal)
                 );
                 return summary.push(self.sink, problem(None, None, reason));
             }
@@ -477,7 +477,7 @@ impl Sweep<'_> {
             return summary.push(self.sink, d);
         }
         let lock_dir = &self.config.lock_dir;
-        let path = match crate::lock::lock_path(lock_dir, &domain) {
+        let path = match crate::sys::lock::lock_path(lock_dir, &domain) {
             Ok(path) => path,
             Err(e) => return summary.push(self.sink, detail(Action::Error, e.to_string())),
         };
@@ -546,7 +546,7 @@ impl Sweep<'_> {
     /// Reports a held lock: live (J2), or possibly leaked (J6). Never takes it.
     fn held(&self, path: &Path, mut detail: Detail, summary: &mut Summary) {
         let domain = detail.domain.clone().unwrap_or_default();
-        match crate::lock::read_contents(path) {
+        match crate::sys::lock::read_contents(path) {
             Ok(Contents::Holder(holder)) => {
                 let age = holder.age(self.opts.now);
                 let who = format!(
@@ -593,7 +593,7 @@ impl Sweep<'_> {
         let listed_nothing = candidate.env_file.is_none() && candidate.resources.is_empty();
         let env_file = candidate.env_file.filter(|p| p.exists());
         if let Some(env_file) = &env_file
-            && let Err(e) = crate::envfile::EnvFile::read(env_file)
+            && let Err(e) = crate::recipe::envfile::EnvFile::read(env_file)
         {
             let reason = format!("unreadable env file: {e}; left alone");
             return summary.push(self.sink, detail(Action::Error, reason));
@@ -639,13 +639,13 @@ impl Sweep<'_> {
             step: "reap".into(),
             detail: domain.clone(),
         });
-        let target = crate::teardown::Target {
+        let target = crate::docker::teardown::Target {
             domain: domain.clone(),
             stack: candidate.stack.clone(),
             env_file,
         };
         let budget = self.runner.with_budget(self.config.teardown_budget);
-        let outcome = crate::teardown::teardown(&budget, &target, self.sink);
+        let outcome = crate::docker::teardown::teardown(&budget, &target, self.sink);
         let ok = outcome.leftovers.is_empty();
         self.sink.event(&Event::StepFinished {
             step: "reap".into(),

@@ -4,33 +4,26 @@
 //!
 //! This library does all the work; the `ccci` binary parses arguments and renders the
 //! [`event::Event`]s the library reports. The library never prints.
+//!
+//! Layers, each using only those before it: the foundation in this folder (error, event,
+//! stage, verdict, config, naming, labels, yaml, exit codes); [`sys`] (cancel, signals,
+//! children, locks); [`docker`] (the engine); [`recipe`] (what a recipe says); [`driver`]
+//! (abra or docker stack deploy); [`run`] (one run, its steps and stages); [`janitor`].
 
-pub mod abra_home;
-pub mod compose;
 pub mod config;
+pub mod docker;
 pub mod driver;
-pub mod engine;
-pub mod envfile;
 pub mod error;
 pub mod event;
 pub mod exit_code;
 pub mod janitor;
-pub mod lifecycle;
-pub mod lock;
+pub mod labels;
 pub mod naming;
-pub mod overlay;
-pub mod probe;
-pub mod process;
 pub mod recipe;
-pub mod replay;
-pub mod report;
-pub mod rundir;
-pub mod signal;
+pub mod run;
 pub mod stage;
-pub mod steps;
-pub mod suite;
-pub mod swarm;
-pub mod teardown;
+pub mod sys;
+pub mod verdict;
 pub mod yaml;
 
 pub use config::Config;

@@ -26,13 +26,23 @@ impl Stage {
         }
     }
 
-    /// Parses one stage name, or `all`, into stages.
-    pub fn parse_list(name: &str) -> Result<Vec<Stage>, String> {
+    /// Parses a stage name, `all`, or a comma-separated list of them (`install,upgrade`) into
+    /// stages.
+    pub fn parse_list(names: &str) -> Result<Vec<Stage>, String> {
+        let mut stages = Vec::new();
+        for name in names.split(',').map(str::trim) {
+            stages.extend(Self::parse_one(name)?);
+        }
+        Ok(stages)
+    }
+
+    fn parse_one(name: &str) -> Result<Vec<Stage>, String> {
         match name {
             "install" => Ok(vec![Stage::Install]),
             "upgrade" => Ok(vec![Stage::Upgrade]),
             "backup" => Ok(vec![Stage::Backup]),
             "all" => Ok(Stage::ALL.to_vec()),
+            "" => Err("empty stage name: use install, upgrade, backup or all".to_string()),
             other => Err(format!(
                 "unknown stage `{other}`: use install, upgrade, backup or all"
             )),
@@ -59,6 +69,24 @@ impl fmt::Display for Stage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regression_comma_separated_stages_are_accepted() {
+        assert_eq!(
+            Stage::parse_list("install,upgrade").unwrap(),
+            vec![Stage::Install, Stage::Upgrade]
+        );
+        assert_eq!(
+            Stage::parse_list("backup, install").unwrap(),
+            vec![Stage::Backup, Stage::Install]
+        );
+        assert!(Stage::parse_list("install,,upgrade").is_err());
+        assert!(
+            Stage::parse_list("install,deploy")
+                .unwrap_err()
+                .contains("`deploy`")
+        );
+    }
 
     #[test]
     fn all_expands_and_selection_is_ordered() {

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use ccci::abra_home::AbraHome;
 use ccci::driver::abra::AbraDriver;
 use ccci::driver::{App, Driver, Version};
 use ccci::event::Discard;
-use ccci::process::Runner;
-use ccci::signal::Cancel;
+use ccci::run::abra_home::AbraHome;
+use ccci::sys::cancel::Cancel;
+use ccci::sys::process::Runner;
 
 fn standin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/abra-standin/abra")
@@ -44,12 +44,14 @@ fn every_abra_call_gets_the_run_home_and_the_documented_arguments() {
     let backups = tmp.path().join("backups");
     let app = App {
         runner: &runner,
-        home: &home,
+        abra_dir: &home.dir,
+        recipe_dir: home.recipe_dir("demo"),
+        env_file: home.env_file("default", "dem-abc123.ccci.localhost"),
         server: "default",
         recipe: "demo",
         domain: "dem-abc123.ccci.localhost",
         stack: "dem-abc123_ccci_localhost",
-        labels: &labels,
+        labels,
         backups: &backups,
         sink: &Discard,
     };
@@ -111,12 +113,14 @@ fn a_failing_abra_call_is_an_error_naming_the_command() {
     let backups = tmp.path().join("b");
     let app = App {
         runner: &runner,
-        home: &home,
+        abra_dir: &home.dir,
+        recipe_dir: home.recipe_dir("demo"),
+        env_file: home.env_file("default", "dem-abc123.ccci.localhost"),
         server: "default",
         recipe: "demo",
         domain: "dem-abc123.ccci.localhost",
         stack: "dem-abc123_ccci_localhost",
-        labels: &labels,
+        labels,
         backups: &backups,
         sink: &Discard,
     };

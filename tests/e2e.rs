@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ccci::process::Runner;
-use ccci::report::{RunRecord, StageStatus, Verdict};
-use ccci::signal::Cancel;
+use ccci::run::record::{RunRecord, StageStatus, Verdict};
+use ccci::sys::cancel::Cancel;
+use ccci::sys::process::Runner;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,7 +85,7 @@ impl Sandbox {
     /// Nothing of the run is left: swarm resources, env file, lock file.
     fn assert_nothing_left(&self, record: &RunRecord) {
         let runner = Runner::new(Cancel::new());
-        let left = ccci::teardown::remaining(&runner, &record.stack).unwrap();
+        let left = ccci::docker::teardown::remaining(&runner, &record.stack).unwrap();
         assert!(left.is_empty(), "left on the swarm: {left:?}");
         let env_file = self
             .path("abra/servers/default")
@@ -390,10 +390,10 @@ fn every_step_replays_by_hand_on_a_prepared_run() {
     step(&["wait", "--run", "by-hand"], 0);
 
     // A live holder of the domain's lock stops a step with its name, and changes nothing.
-    let lock = ccci::lock::AppLock::try_acquire(
+    let lock = ccci::sys::lock::AppLock::try_acquire(
         &sb.path("locks"),
         &record.domain,
-        &ccci::lock::Holder::this_process("someone-else"),
+        &ccci::sys::lock::Holder::this_process("someone-else"),
     )
     .unwrap()
     .unwrap();

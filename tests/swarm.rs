@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use ccci::docker::teardown::{self, Target};
+use ccci::docker::{NotReady, ReadyOptions, Swarm};
 use ccci::event::{Event, Recorder};
-use ccci::process::{Cmd, Runner};
-use ccci::signal::Cancel;
-use ccci::swarm::{NotReady, ReadyOptions, Swarm};
-use ccci::teardown::{self, Target};
+use ccci::sys::cancel::Cancel;
+use ccci::sys::process::{Cmd, Runner};
 
 const IMAGE: &str = "ccci-busybox:1";
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -246,7 +246,7 @@ fn a_healthy_stack_becomes_ready_and_can_be_exec_ed_into() {
                 "-c".into(),
                 ".".into(),
             ],
-            ccci::swarm::ExecIo {
+            ccci::docker::ExecIo {
                 stdout_file: Some(backup.clone()),
                 timeout: Some(Duration::from_secs(30)),
                 ..Default::default()

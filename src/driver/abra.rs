@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{App, Driver, Version};
 use crate::error::Result;
-use crate::process::Cmd;
+use crate::sys::process::Cmd;
 
 /// abra pulls images and talks to the swarm; a deploy that takes longer than this is stuck.
 const ABRA_TIMEOUT: Duration = Duration::from_secs(900);
@@ -22,10 +22,11 @@ impl AbraDriver {
     }
 
     fn run(&self, app: &App, args: Vec<String>) -> Result<()> {
-        let cmd = app
-            .home
-            .apply(Cmd::new(&self.program).args(args))
-            .current_dir(&app.home.dir)
+        // A2: ABRA_DIR in the child's environment only, never in ccci's own.
+        let cmd = Cmd::new(&self.program)
+            .args(args)
+            .env("ABRA_DIR", app.abra_dir)
+            .current_dir(app.abra_dir)
             .timeout(ABRA_TIMEOUT)
             .log_output();
         app.runner.run(&cmd)?;

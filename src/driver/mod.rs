@@ -8,10 +8,9 @@ pub mod stack;
 
 use std::path::{Path, PathBuf};
 
-use crate::abra_home::AbraHome;
 use crate::error::{Error, Result};
 use crate::event::EventSink;
-use crate::process::Runner;
+use crate::sys::process::Runner;
 
 /// Which driver the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,25 +46,29 @@ pub enum Version {
 /// Everything a driver needs to know about the app it works on.
 pub struct App<'a> {
     pub runner: &'a Runner,
-    pub home: &'a AbraHome,
+    /// The run's abra home: `ABRA_DIR` of every abra call (A2).
+    pub abra_dir: &'a Path,
+    /// The run's clone of the recipe.
+    pub recipe_dir: PathBuf,
+    /// The app's env file.
+    pub env_file: PathBuf,
     pub server: &'a str,
     pub recipe: &'a str,
     pub domain: &'a str,
     pub stack: &'a str,
-    /// Labels every resource the driver creates gets, so the janitor can find them.
-    pub labels: &'a [(String, String)],
-    /// Where the stack driver keeps backups.
+    /// The run's labels, for what the driver creates itself (secrets).
+    pub labels: Vec<(String, String)>,
     pub backups: &'a Path,
     pub sink: &'a dyn EventSink,
 }
 
 impl App<'_> {
     pub fn recipe_dir(&self) -> PathBuf {
-        self.home.recipe_dir(self.recipe)
+        self.recipe_dir.clone()
     }
 
     pub fn env_file(&self) -> PathBuf {
-        self.home.env_file(self.server, self.domain)
+        self.env_file.clone()
     }
 }
 
@@ -85,7 +88,7 @@ pub trait Driver: Send + Sync {
 
 /// Picks the driver. `Auto` falls back to `stack` when abra is not on PATH and says so.
 pub fn select(choice: DriverChoice) -> Result<(Box<dyn Driver>, Option<String>)> {
-    let abra = crate::process::find_program("abra");
+    let abra = crate::sys::process::find_program("abra");
     match (choice, abra) {
         (DriverChoice::Abra, Some(path)) | (DriverChoice::Auto, Some(path)) => {
             Ok((Box::new(abra::AbraDriver::new(path)), None))

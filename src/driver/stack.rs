@@ -11,12 +11,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{App, Driver, Version};
-use crate::compose::Compose;
-use crate::envfile::EnvFile;
+use crate::docker::Swarm;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::process::{Cmd, Runner};
-use crate::swarm::Swarm;
+use crate::recipe::compose::Compose;
+use crate::recipe::envfile::EnvFile;
+use crate::sys::process::{Cmd, Runner};
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -114,7 +114,7 @@ impl StackDriver {
                 "--label".to_string(),
                 format!("com.docker.stack.namespace={}", app.stack),
             ]);
-            for (k, v) in app.labels {
+            for (k, v) in &app.labels {
                 cmd = cmd.args(["--label".to_string(), format!("{k}={v}")]);
             }
             app.runner
@@ -324,7 +324,7 @@ impl Driver for StackDriver {
                 )));
             }
             let file = app.backups.join(format!("{}.tar", target.service));
-            crate::report::write_atomic(&file, &out.stdout)?;
+            crate::run::record::write_atomic(&file, &out.stdout)?;
             self.hook(&swarm, app, &target.service, &target.backup_post)?;
         }
         Ok(())

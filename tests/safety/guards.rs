@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use ccci::exit_code;
-use ccci::lock::{AppLock, Holder};
-use ccci::process::{Cmd, CommandError, Runner};
-use ccci::signal::Cancel;
+use ccci::sys::cancel::Cancel;
+use ccci::sys::lock::{AppLock, Holder};
+use ccci::sys::process::{Cmd, CommandError, Runner};
 use nix::sys::signal::Signal;
 
 use super::support::{self, Ended, Reaper, Scratch, wait_file};

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use ccci::config::{Config, process_env};
 use ccci::exit_code;
-use ccci::lock::{AppLock, Holder};
-use ccci::process::{Cmd, Runner};
-use ccci::signal::{self, Cancel};
+use ccci::sys::cancel::Cancel;
+use ccci::sys::lock::{AppLock, Holder};
+use ccci::sys::process::{Cmd, Runner};
+use ccci::sys::signal;
 
 use super::support;
 
@@ -60,7 +61,7 @@ fn state(what: &str) -> PathBuf {
 
 /// Written atomically, so a test polling for the file never reads half of it.
 fn put(what: &str, text: &str) {
-    ccci::report::write_atomic(&state(what), text.as_bytes()).expect("write state file");
+    ccci::run::record::write_atomic(&state(what), text.as_bytes()).expect("write state file");
 }
 
 fn config() -> Config {

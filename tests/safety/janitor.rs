@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ccci::config::Config;
-use ccci::engine::{Engine, Kind};
+use ccci::docker::api::{Engine, Kind};
+use ccci::docker::teardown::{self, Target};
 use ccci::event::{Event, EventSink, Recorder};
 use ccci::janitor::{self, Action, Summary, SweepOptions};
-use ccci::lock::{self, AppLock, Holder};
 use ccci::naming;
-use ccci::process::{Cmd, Runner};
-use ccci::signal::Cancel;
-use ccci::teardown::{self, Target};
+use ccci::sys::cancel::Cancel;
+use ccci::sys::lock::{self, AppLock, Holder};
+use ccci::sys::process::{Cmd, Runner};
 
 use super::support::{self, Reaper, Scratch, wait_file};
 

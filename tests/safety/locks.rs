@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use ccci::lock::{self, AppLock, Contents, Holder};
-use ccci::signal::Cancel;
+use ccci::sys::cancel::Cancel;
+use ccci::sys::lock::{self, AppLock, Contents, Holder};
 use nix::sys::signal::Signal;
 
 use super::support::{self, Reaper, Scratch, wait_file, wait_until};

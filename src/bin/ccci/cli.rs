@@ -57,7 +57,7 @@ pub enum Command {
 pub struct RunSpec {
     /// The recipe to test, e.g. ghost.
     pub recipe: String,
-    /// Stage to run; repeat for several. `all` runs install, upgrade and backup.
+    /// Stage to run: install, upgrade, backup or all; repeat or comma-separate for several.
     #[arg(long, short, value_name = "STAGE", default_value = "all")]
     pub stage: Vec<String>,
     /// Git URL or local path of the recipe (default: <recipe_base_url>/<recipe>.git).
@@ -90,6 +90,10 @@ pub struct TestArgs {
     /// Keep the app deployed afterwards.
     #[arg(long, value_enum, default_value_t = KeepArg::Never)]
     pub keep: KeepArg,
+    /// How long a kept app is left alone before the janitor reaps it, e.g. 4h (default: the
+    /// config's keep_for).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_for: Option<String>,
     /// Stop, tear down and exit 142 after this long, e.g. 45m (default: from the config).
     #[arg(long, value_name = "DURATION")]
     pub deadline: Option<String>,

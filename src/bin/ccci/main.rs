@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use ccci::config::{self, Config, Env};
 use ccci::driver::DriverChoice;
-use ccci::lifecycle::{Host, Keep, TestRequest};
-use ccci::replay::{PrepareRequest, Step};
-use ccci::signal::{self, Cancel};
+use ccci::run::replay::{PrepareRequest, Step};
+use ccci::run::{Host, Keep, TestRequest};
 use ccci::stage::Stage;
+use ccci::sys::cancel::Cancel;
+use ccci::sys::signal;
 use ccci::{Error, Result, exit_code};
 use clap::{CommandFactory, Parser};
 
@@ -59,7 +60,7 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
         }
         Command::Prepare(spec) => {
             let host = step_host(&cli, env, parent)?;
-            let run_dir = ccci::replay::prepare(
+            let run_dir = ccci::run::replay::prepare(
                 &host,
                 &PrepareRequest {
                     recipe: spec.recipe.clone(),
@@ -83,7 +84,7 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
         Command::Fetch(run) => {
             let host = step_host(&cli, env, parent)?;
             let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
-            let record = ccci::replay::fetch(&host, &run.run, terminal)?;
+            let record = ccci::run::replay::fetch(&host, &run.run, terminal)?;
             eprintln!(
                 "run {}: {} at {} on {}",
                 record.run_id,
@@ -116,7 +117,7 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
         Command::Restore(run) => replay(&cli, env, parent, &run.run, Step::Restore),
         Command::Overlay(args) => {
             let config = load_config(&cli, &env)?;
-            let text = ccci::lifecycle::preview_overlay(
+            let text = ccci::run::preview::preview_overlay(
                 &config,
                 &env,
                 &args.recipe,
@@ -131,9 +132,9 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             let host = step_host(&cli, env, parent)?;
             let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
             let outcome = match (&args.run, &args.domain) {
-                (Some(run), _) => ccci::replay::teardown(&host, run, terminal)?,
+                (Some(run), _) => ccci::run::replay::teardown(&host, run, terminal)?,
                 // clap requires one of the two; an empty domain fails validation with its line.
-                (None, domain) => ccci::lifecycle::teardown_domain(
+                (None, domain) => ccci::run::replay::teardown_domain(
                     &host.config,
                     &host.cancel,
                     domain.as_deref().unwrap_or_default(),
@@ -158,7 +159,7 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             // (teardown ignores the token), so no app is left half-removed.
             let cancel = Cancel::new();
             signal::install(&cancel)?;
-            let runner = ccci::process::Runner::new(cancel.clone());
+            let runner = ccci::sys::process::Runner::new(cancel.clone());
             let terminal = render::Terminal::new();
             let summary = ccci::janitor::sweep(
                 &config,
@@ -187,7 +188,7 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
         }
         Command::Locks(args) => {
             let config = load_config(&cli, &env)?;
-            let locks = ccci::lock::list(&config.lock_dir)?;
+            let locks = ccci::sys::lock::list(&config.lock_dir)?;
             if args.json {
                 println!(
                     "{}",
@@ -258,7 +259,7 @@ fn step_host(cli: &Cli, env: Env, parent: i32) -> Result<Host> {
 fn replay(cli: &Cli, env: Env, parent: i32, run: &str, step: Step) -> Result<i32> {
     let host = step_host(cli, env, parent)?;
     let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
-    match ccci::replay::replay(&host, run, &step, terminal) {
+    match ccci::run::replay::replay(&host, run, &step, terminal) {
         Ok(None) => Ok(exit_code::PASS),
         Ok(Some(reason)) => {
             eprintln!("{} {reason}", console::style("failed:").red().bold());
@@ -288,6 +289,12 @@ fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i
         ),
         None => config.deadline,
     };
+    let keep_for = match &args.keep_for {
+        Some(text) => {
+            config::parse_duration(text).map_err(|e| Error::Usage(format!("--keep-for: {e}")))?
+        }
+        None => config.keep_for,
+    };
     let spec = &args.spec;
     let request = TestRequest {
         recipe: spec.recipe.clone(),
@@ -303,10 +310,11 @@ fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i
             cli::KeepArg::OnFailure => Keep::OnFailure,
             cli::KeepArg::Always => Keep::Always,
         },
+        keep_for,
         tests_dir: spec.tests_dir.clone(),
         skip_fetch: env.get("CCCI_SKIP_FETCH").is_some_and(|v| v == "1"),
         overlay: !args.no_overlay,
-        deadline_unix: deadline.map(ccci::lifecycle::unix_after),
+        deadline_unix: deadline.map(ccci::run::unix_after),
     };
     let cancel = guarded(parent, deadline)?;
     let host = Host {
@@ -315,7 +323,7 @@ fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i
         cancel,
     };
     let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
-    let outcome = match ccci::lifecycle::run_test(&host, &request, terminal) {
+    let outcome = match ccci::run::run_test(&host, &request, terminal) {
         Ok(outcome) => outcome,
         Err(e) => return after_signal(&host, e),
     };

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ccci::event::{Event, EventSink};
-use ccci::report::StageStatus;
+use ccci::run::record::StageStatus;
 use ccci::stage::Stage;
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -143,7 +143,7 @@ impl Bars {
 impl EventSink for Terminal {
     fn event(&self, event: &Event) {
         if !self.interactive {
-            eprintln!("{} {}", ccci::report::now_rfc3339(), event.to_line());
+            eprintln!("{} {}", ccci::run::record::now_rfc3339(), event.to_line());
             return;
         }
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
-use crate::process::Cmd;
+use crate::sys::process::Cmd;
 
 #[derive(Clone, Debug)]
 pub struct AbraHome {
@@ -53,7 +53,7 @@ impl AbraHome {
     /// The app env file, reached through the run's `servers/` link (A7: the same file the
     /// canonical home sees).
     pub fn env_file(&self, server: &str, domain: &str) -> PathBuf {
-        crate::envfile::path_in(&self.dir, server, domain)
+        crate::recipe::envfile::path_in(&self.dir, server, domain)
     }
 
     /// `cmd` with `ABRA_DIR` pointing at this home, in the child's environment only (A2).
@@ -65,7 +65,7 @@ impl AbraHome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envfile::EnvFile;
+    use crate::recipe::envfile::EnvFile;
 
     #[test]
     fn run_home_links_servers_and_has_its_own_recipes() {
@@ -99,7 +99,8 @@ mod tests {
         let canonical = tmp.path().join("canonical");
         let home = AbraHome::create(&tmp.path().join("run"), &canonical).unwrap();
         let through_run = home.env_file("default", "a-b.example.org");
-        let canonical_file = crate::envfile::path_in(&canonical, "default", "a-b.example.org");
+        let canonical_file =
+            crate::recipe::envfile::path_in(&canonical, "default", "a-b.example.org");
         let mut env = EnvFile::parse("TYPE=demo\n");
         env.set("FROM_RUN", "1");
         env.write(&through_run).unwrap();

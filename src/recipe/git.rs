@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::process::{Cmd, Runner};
+use crate::sys::process::{Cmd, Runner};
 
 /// Cloning a large recipe over a slow link can take a while; anything longer is a hang.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -48,7 +48,7 @@ pub fn clone(runner: &Runner, source: &str, dest: &Path) -> Result<()> {
         .env("GIT_TERMINAL_PROMPT", "0")
         .timeout(CLONE_TIMEOUT);
     runner.run(&cmd).map_err(|e| match e {
-        crate::process::CommandError::Failed { output, .. } => Error::Infra(format!(
+        crate::sys::process::CommandError::Failed { output, .. } => Error::Infra(format!(
             "cannot clone recipe source `{source}`: {}; check --source and the network",
             output.last_error_line()
         )),
@@ -201,7 +201,7 @@ fn compare(a: &[u64], b: &[u64]) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::Cancel;
+    use crate::sys::cancel::Cancel;
 
     #[test]
     fn versions_sort_by_recipe_then_upstream() {

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::process::Runner;
+use crate::sys::process::Runner;
 
-use super::docker;
+use super::cli;
 
 /// The label `docker stack deploy` puts on everything it creates.
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
@@ -209,7 +209,7 @@ pub fn snapshot(runner: &Runner, stack: &str, containers: Containers) -> Result<
         return Ok(Snapshot::default());
     }
     let ids: Vec<String> = services.iter().map(|s| s.id.clone()).collect();
-    let inspected = docker::json_array::<ServiceJson>(
+    let inspected = cli::json_array::<ServiceJson>(
         runner,
         &with(&["service", "inspect"], &ids),
         "inspect the services",
@@ -221,7 +221,7 @@ pub fn snapshot(runner: &Runner, stack: &str, containers: Containers) -> Result<
             ..Snapshot::default()
         });
     }
-    let task_ids = docker::lines(
+    let task_ids = cli::lines(
         runner,
         &with(&["service", "ps", "-q", "--no-trunc"], &ids),
         "list the stack's tasks",
@@ -229,7 +229,7 @@ pub fn snapshot(runner: &Runner, stack: &str, containers: Containers) -> Result<
     let tasks: Vec<TaskState> = if task_ids.is_empty() {
         Vec::new()
     } else {
-        docker::json_array::<TaskJson>(
+        cli::json_array::<TaskJson>(
             runner,
             &with(&["inspect", "--type", "task"], &task_ids),
             "inspect the stack's tasks",
@@ -260,7 +260,7 @@ pub fn inspect_containers(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let found = docker::json_array::<ContainerJson>(
+    let found = cli::json_array::<ContainerJson>(
         runner,
         &with(&["inspect", "--type", "container"], ids),
         "inspect the stack's containers",
@@ -275,7 +275,7 @@ pub fn inspect_containers(
 /// The services of `stack` from `docker service ls` (name, image, replicas), not yet merged
 /// with their inspection.
 fn list_services(runner: &Runner, stack: &str) -> Result<Vec<ServiceState>> {
-    let lines = docker::lines(
+    let lines = cli::lines(
         runner,
         &[
             "service".to_string(),

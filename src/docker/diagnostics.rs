@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::inspect::{self, Containers, ServiceState, Snapshot, one_line};
-use super::{Swarm, docker};
+use super::{Swarm, cli};
 
 /// How many log lines each service file keeps.
 const LOG_LINES: usize = 50;
@@ -132,7 +132,7 @@ impl Swarm {
     /// The last [`LOG_LINES`] lines of a service's logs, all tasks merged by time.
     fn service_logs(&self, service_id: &str) -> crate::Result<Vec<String>> {
         let tail = LOG_LINES.to_string();
-        let cmd = docker::cmd([
+        let cmd = cli::cmd([
             "service",
             "logs",
             "--no-trunc",
@@ -149,20 +149,20 @@ impl Swarm {
     fn container_logs(&self, container: &str) -> crate::Result<Vec<String>> {
         let tail = LOG_LINES.to_string();
         let cmd =
-            docker::cmd(["logs", "--timestamps", "--tail", &tail, container]).timeout(LOGS_TIMEOUT);
+            cli::cmd(["logs", "--timestamps", "--tail", &tail, container]).timeout(LOGS_TIMEOUT);
         timestamped_lines(self.runner(), &cmd, "read the container's logs")
     }
 }
 
 /// Runs a `docker … logs --timestamps` and returns its last [`LOG_LINES`] lines in time order.
 fn timestamped_lines(
-    runner: &crate::process::Runner,
-    cmd: &crate::process::Cmd,
+    runner: &crate::sys::process::Runner,
+    cmd: &crate::sys::process::Cmd,
     what: &str,
 ) -> crate::Result<Vec<String>> {
-    let out = docker::output(runner, cmd)?;
+    let out = cli::output(runner, cmd)?;
     if !out.success() {
-        return Err(docker::failed(what, &out));
+        return Err(cli::failed(what, &out));
     }
     // The output is on stdout and stderr alike; the engine merges tasks in no particular
     // order, and every line starts with its RFC 3339 timestamp.
@@ -351,7 +351,7 @@ fn file_name(service: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::inspect::tests::captured;
+    use crate::docker::inspect::tests::captured;
 
     fn service<'a>(snap: &'a Snapshot, name: &str) -> &'a ServiceState {
         snap.services.iter().find(|s| s.short_name == name).unwrap()

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::docker::Swarm;
 use crate::error::{Error, Result};
-use crate::process::Runner;
-use crate::suite::Probe;
-use crate::swarm::Swarm;
+use crate::recipe::suite::Probe;
+use crate::sys::process::Runner;
 
 /// One attempt's outcome: `Ok` or why not.
 pub type Attempt = std::result::Result<(), String>;

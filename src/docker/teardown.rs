@@ -10,12 +10,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, Kind};
+use crate::docker::NAMESPACE_LABEL;
+use crate::docker::api::{Engine, Kind};
+use crate::docker::cli;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
-use crate::process::{Output, Runner};
-use crate::swarm::NAMESPACE_LABEL;
-use crate::swarm::docker;
+use crate::sys::process::{Output, Runner};
 
 /// Waiting loops look again this often (containers going, volumes freed, networks gone).
 const RETRY_EVERY: Duration = Duration::from_millis(200);
@@ -163,9 +163,32 @@ pub fn remaining(runner: &Runner, stack: &str) -> Result<Vec<String>> {
     Ok(left)
 }
 
+/// Marks the stack's services as kept until `until` (unix seconds), for the janitor (J11).
+/// Service labels live outside the task template, so adding one restarts no task.
+pub fn keep_until(runner: &Runner, stack: &str, until: u64) -> Result<()> {
+    let label = format!("{}={until}", crate::labels::KEEP_UNTIL);
+    for service in list(runner, Kind::Service, stack)? {
+        let out = cli::output(
+            runner,
+            &cli::cmd([
+                "service",
+                "update",
+                "--detach",
+                "--label-add",
+                &label,
+                &service,
+            ]),
+        )?;
+        if !out.success() {
+            return Err(cli::failed(&format!("label service {service}"), &out));
+        }
+    }
+    Ok(())
+}
+
 fn list(runner: &Runner, kind: Kind, stack: &str) -> Result<Vec<String>> {
     let what = format!("list the stack's {}s", kind.as_str());
-    docker::lines(runner, &list_args(kind, stack), &what)
+    cli::lines(runner, &list_args(kind, stack), &what)
 }
 
 struct Teardown<'a> {
@@ -211,12 +234,12 @@ impl Teardown<'_> {
     }
 
     fn docker(&self, args: &[String]) -> Result<Output> {
-        let mut cmd = docker::cmd(args);
+        let mut cmd = cli::cmd(args);
         if let Some(left) = self.runner.remaining() {
             // Never let one call eat the budget the later steps need more than it does.
             cmd = cmd.timeout(left.max(Duration::from_millis(100)));
         }
-        docker::output(self.runner, &cmd)
+        cli::output(self.runner, &cmd)
     }
 
     /// The time a waiting step may take: the budget, or [`STEP_LIMIT`] without one.
@@ -283,7 +306,7 @@ impl Teardown<'_> {
                 self.removed(&what, &names);
             }
             Ok(out) => {
-                let why = docker::failed("remove the stack", &out).to_string();
+                let why = cli::failed("remove the stack", &out).to_string();
                 // Services are the one thing only `stack rm` (or `service rm`) removes; try
                 // them one by one so containers stop being replaced.
                 self.remove_services(&what, &why);
@@ -465,7 +488,7 @@ impl Teardown<'_> {
                     if out.success() {
                         continue;
                     }
-                    if !docker::is_no_such(&out.stderr_str()) {
+                    if !cli::is_no_such(&out.stderr_str()) {
                         why = out.last_error_line();
                     }
                 }
@@ -560,7 +583,7 @@ mod tests {
     fn a_missing_env_file_counts_as_removed() {
         let dir = tempfile::tempdir().unwrap();
         let recorder = crate::event::Recorder::default();
-        let runner = Runner::new(crate::signal::Cancel::new());
+        let runner = Runner::new(crate::sys::cancel::Cancel::new());
         let mut run = Teardown {
             runner: &runner,
             stack: "none",

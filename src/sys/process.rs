@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::signal::Cancel;
+use crate::sys::cancel::Cancel;
 
 /// How often a wait re-checks the cancel token and the timeout. Waits wake on the child's exit
 /// at once; this only bounds how late they notice a cancellation.
@@ -243,8 +243,17 @@ pub enum CommandError {
 fn describe_status(output: &Output) -> String {
     match (output.code, output.signal) {
         (Some(code), _) => format!("exited with {code}"),
-        (None, Some(sig)) => format!("was killed by {}", crate::signal::signal_name(sig)),
+        (None, Some(sig)) => format!("was killed by {}", crate::sys::signal::signal_name(sig)),
         (None, None) => "ended".to_string(),
+    }
+}
+
+impl From<CommandError> for crate::Error {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Cancelled { signal, .. } => crate::Error::Interrupted(signal),
+            e => crate::Error::Command(Box::new(e)),
+        }
     }
 }
 

@@ -14,22 +14,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::abra_home::AbraHome;
-use crate::compose::Compose;
 use crate::config::Config;
+use crate::docker::{NotReady, ReadyOptions, Swarm};
 use crate::driver::{self, App, Driver, Version};
-use crate::envfile::EnvFile;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
-use crate::lifecycle::Host;
-use crate::overlay::{self, OverlayInput};
-use crate::process::{Cmd, Runner};
-use crate::recipe;
-use crate::report::{CheckRecord, RunRecord};
-use crate::rundir::RunDir;
+use crate::labels::RunLabels;
+use crate::recipe::compose::Compose;
+use crate::recipe::envfile::EnvFile;
+use crate::recipe::git;
+use crate::recipe::overlay::{self, OverlayInput};
+use crate::recipe::suite::{self, RecipeTests, TestTrees};
 use crate::stage::Stage;
-use crate::suite::{self, RecipeTests, TestTrees};
-use crate::swarm::{NotReady, ReadyOptions, Swarm};
+use crate::sys::process::Cmd;
+use crate::sys::process::Runner;
+
+use super::Host;
+use super::abra_home::AbraHome;
+use super::dir::RunDir;
+use super::failure::{Failure, StepResult};
+use super::record::{CheckRecord, RunRecord};
+use super::stages::Steps;
 
 /// One run's shared state for its steps.
 pub struct RunContext<'h> {
@@ -40,8 +45,8 @@ pub struct RunContext<'h> {
     pub(crate) recipe: String,
     pub(crate) domain: String,
     pub(crate) stack: String,
-    /// The labels every resource of the run carries (run id, deadline, domain).
-    pub(crate) labels: Vec<(String, String)>,
+    /// The labels every resource of the run carries (run id, domain, setup, deadline).
+    pub(crate) labels: RunLabels,
     pub(crate) backups: PathBuf,
     pub(crate) swarm: Swarm,
     pub(crate) tests: RecipeTests,
@@ -53,63 +58,12 @@ pub struct RunContext<'h> {
     pub(crate) record: RefCell<RunRecord>,
     /// Write ccci's compose overlay before each deploy.
     pub(crate) overlay: bool,
-    /// Unix time the run must be over by, for the overlay's labels.
-    pub(crate) deadline_unix: Option<u64>,
     /// What is deployed now, once something is.
     pub(crate) deployed: RefCell<Option<Version>>,
     /// When the last deploy started: task failures older than that are history.
     pub(crate) deploy_started: Cell<Option<SystemTime>>,
     pub(crate) sink: Arc<dyn EventSink>,
 }
-
-/// What went wrong in a step.
-pub(crate) enum Failure {
-    /// The swarm would not run it.
-    NotReady(NotReady),
-    /// A check or test of the recipe failed.
-    Check(String),
-    /// Something could not be done at all.
-    Error(Error),
-    /// The base version of the upgrade failed to deploy.
-    Base { version: String, message: String },
-}
-
-impl Failure {
-    pub(crate) fn on_base(self, version: &str) -> Failure {
-        match self {
-            Failure::Error(e @ Error::Interrupted(_)) => Failure::Error(e),
-            Failure::NotReady(NotReady::Interrupted(s)) => Failure::Error(Error::Interrupted(s)),
-            other => Failure::Base {
-                version: version.to_string(),
-                message: other.message(),
-            },
-        }
-    }
-
-    pub(crate) fn message(&self) -> String {
-        match self {
-            Failure::NotReady(n) => n.to_string(),
-            Failure::Check(m) => m.clone(),
-            Failure::Error(e) => e.to_string(),
-            Failure::Base { message, .. } => message.clone(),
-        }
-    }
-
-    pub(crate) fn error(&self) -> Option<&Error> {
-        match self {
-            Failure::Error(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Error(e)
-    }
-}
-
-pub(crate) type StepResult = std::result::Result<(), Failure>;
 
 /// Times a step and reports its start and end.
 pub(crate) fn step<T>(
@@ -136,22 +90,6 @@ pub(crate) fn step<T>(
     result
 }
 
-/// The labels a run's resources carry, for the janitor.
-pub(crate) fn run_labels(
-    run_id: &str,
-    domain: &str,
-    deadline_unix: Option<u64>,
-) -> Vec<(String, String)> {
-    vec![
-        (overlay::LABEL_RUN_ID.to_string(), run_id.to_string()),
-        (
-            overlay::LABEL_DEADLINE.to_string(),
-            deadline_unix.map_or("none".to_string(), |d| d.to_string()),
-        ),
-        ("ccci.domain".to_string(), domain.to_string()),
-    ]
-}
-
 /// Fetches the recipe into the run's abra home (a clone of `source`, or with `skip_fetch` a
 /// copy of the canonically staged clone, A4), keeps the overlay out of git's view, and returns
 /// the commit `git_ref` resolves to.
@@ -167,13 +105,13 @@ pub(crate) fn fetch_recipe(
     let dir = home.recipe_dir(recipe_name);
     let commit = step(sink, "fetch", source, || {
         if skip_fetch {
-            recipe::copy_staged(runner, &home.canonical_recipe_dir(recipe_name), &dir)?;
+            git::copy_staged(runner, &home.canonical_recipe_dir(recipe_name), &dir)?;
         } else {
-            recipe::clone(runner, source, &dir)?;
+            git::clone(runner, source, &dir)?;
         }
-        recipe::resolve(runner, &dir, git_ref)
+        git::resolve(runner, &dir, git_ref)
     })?;
-    recipe::exclude(&dir, overlay::OVERLAY_FILE)?;
+    git::exclude(&dir, overlay::OVERLAY_FILE)?;
     Ok(commit)
 }
 
@@ -193,12 +131,14 @@ impl RunContext<'_> {
     pub(crate) fn app(&self) -> App<'_> {
         App {
             runner: &self.runner,
-            home: &self.home,
+            abra_dir: &self.home.dir,
+            recipe_dir: self.recipe_dir(),
+            env_file: self.env_file(),
             server: &self.host.config.server,
             recipe: &self.recipe,
             domain: &self.domain,
             stack: &self.stack,
-            labels: &self.labels,
+            labels: self.labels.pairs(),
             backups: &self.backups,
             sink: &*self.sink,
         }
@@ -217,10 +157,10 @@ impl RunContext<'_> {
     pub(crate) fn deploy_fresh(&self, version: &Version) -> StepResult {
         let dir = self.recipe_dir();
         let commit = match version {
-            Version::Release(tag) => recipe::resolve(&self.runner, &dir, Some(tag))?,
+            Version::Release(tag) => git::resolve(&self.runner, &dir, Some(tag))?,
             Version::Chaos => self.commit.clone(),
         };
-        recipe::checkout(&self.runner, &dir, &commit)?;
+        git::checkout(&self.runner, &dir, &commit)?;
         step(&*self.sink, "new app", &self.domain, || {
             self.driver.new_app(&self.app(), version)
         })?;
@@ -235,7 +175,7 @@ impl RunContext<'_> {
     pub(crate) fn deploy(&self, version: &Version) -> StepResult {
         let detail = match version {
             Version::Release(v) => v.clone(),
-            Version::Chaos => format!("{} (chaos)", recipe::short(&self.commit)),
+            Version::Chaos => format!("{} (chaos)", git::short(&self.commit)),
         };
         if self.overlay {
             step(&*self.sink, "overlay", overlay::OVERLAY_FILE, || {
@@ -262,7 +202,7 @@ impl RunContext<'_> {
             .min_start_period
             .unwrap_or(self.host.config.min_start_period);
         let template = self.trees.file(overlay::TEMPLATE_FILE);
-        let chaos = recipe::short(&self.commit).to_string();
+        let chaos = git::short(&self.commit).to_string();
         let path = overlay::apply(
             &dir,
             &mut env,
@@ -273,7 +213,7 @@ impl RunContext<'_> {
                 domain: &self.domain,
                 recipe: &self.recipe,
                 run_id: &self.run_dir.id,
-                deadline_unix: self.deadline_unix,
+                run_labels: &self.labels.pairs(),
                 chaos_version: matches!(version, Version::Chaos).then_some(chaos.as_str()),
                 template: template.as_deref(),
                 template_vars: &vars,
@@ -329,7 +269,7 @@ impl RunContext<'_> {
         if let Some(probe) = self.tests.probe.clone() {
             let within = self.tests.probe_within.unwrap_or(Duration::from_secs(300));
             self.check(stage, "probe", || {
-                crate::probe::wait(
+                crate::recipe::probe::wait(
                     &probe,
                     &self.swarm,
                     &self.runner,
@@ -347,38 +287,15 @@ impl RunContext<'_> {
         &self,
         stage: Stage,
         name: &str,
-        f: impl FnOnce() -> Result<()>,
+        mut f: impl FnMut() -> Result<()>,
     ) -> StepResult {
-        let started = Instant::now();
-        let result = f();
-        let record = CheckRecord {
-            name: name.to_string(),
-            ok: result.is_ok(),
-            seconds: started.elapsed().as_secs_f64(),
-            detail: result
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        };
-        self.sink.event(&Event::TestRan {
-            name: name.to_string(),
-            ok: record.ok,
-            detail: record.detail.clone(),
-        });
-        if let Some(s) = self.record.borrow_mut().stage_mut(stage) {
-            s.checks.push(record);
-        }
-        result.map_err(|e| match e {
-            e @ Error::Interrupted(_) => Failure::Error(e),
-            e => Failure::Check(format!("{name}: {e}")),
-        })
+        record_check(&self.record, &*self.sink, stage, name, &mut f)
     }
 
     /// Proves the stack runs the change: its chaos-version label names the change's commit.
     pub(crate) fn verify_chaos_version(&self) -> Result<()> {
-        let short = recipe::short(&self.commit);
-        let key = format!("coop-cloud.{}.chaos-version", self.stack);
+        let short = git::short(&self.commit);
+        let key = crate::labels::chaos_version(&self.stack);
         let services = self.swarm.services(&self.stack)?;
         let found: Vec<String> = services
             .iter()
@@ -478,7 +395,7 @@ impl RunContext<'_> {
     /// Runs a hook of the recipe's tree (`pre_<stage>`, `post_<stage>`) when it has one.
     pub(crate) fn hook(&self, name: &str, stage: Stage) -> StepResult {
         match self.trees.file(name) {
-            Some(path) if crate::process::is_executable(&path) => {
+            Some(path) if crate::sys::process::is_executable(&path) => {
                 self.check(stage, name, || self.run_script(&path, stage))
             }
             Some(path) => Err(Failure::Error(Error::Config(format!(
@@ -506,5 +423,188 @@ impl RunContext<'_> {
             .log_output();
         self.runner.run(&cmd)?;
         Ok(())
+    }
+}
+
+/// Runs one named check of `stage`, records it in `record` and reports it. A failed check is
+/// the recipe's ([`Failure::Check`]); an interruption, or ccci failing to do its own part
+/// (configuration, a file it could not read), stays an error (see [`super::failure`]).
+pub(crate) fn record_check(
+    record: &RefCell<RunRecord>,
+    sink: &dyn EventSink,
+    stage: Stage,
+    name: &str,
+    f: &mut dyn FnMut() -> Result<()>,
+) -> StepResult {
+    let started = Instant::now();
+    let result = f();
+    let check = CheckRecord {
+        name: name.to_string(),
+        ok: result.is_ok(),
+        seconds: started.elapsed().as_secs_f64(),
+        detail: result
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+    };
+    sink.event(&Event::TestRan {
+        name: name.to_string(),
+        ok: check.ok,
+        detail: check.detail.clone(),
+    });
+    if let Some(s) = record.borrow_mut().stage_mut(stage) {
+        s.checks.push(check);
+    }
+    result.map_err(|e| match e {
+        e @ (Error::Interrupted(_) | Error::Config(_) | Error::Usage(_) | Error::Io { .. }) => {
+            Failure::Error(e)
+        }
+        e => Failure::Check(format!("{name}: {e}")),
+    })
+}
+
+impl RunContext<'_> {
+    /// Collects diagnostics of the run's stack into its `diagnostics/`, summarises each
+    /// service in the log, and returns the swarm's top reason.
+    pub(crate) fn diagnose(&self) -> Option<String> {
+        let diagnosis = self
+            .swarm
+            .diagnose(&self.stack, &self.run_dir.diagnostics());
+        for service in &diagnosis.services {
+            let reason = service.reason.as_deref().unwrap_or("ready");
+            let last_log = service.logs.last().map(String::as_str).unwrap_or("");
+            self.sink.event(&Event::Notice {
+                message: format!(
+                    "diagnostics: {}: {reason}; last log line: {last_log}",
+                    service.service
+                ),
+            });
+        }
+        diagnosis.top_reason
+    }
+
+    /// The upgrade's base: `pinned` when it is a tag of the recipe, else the last published
+    /// version older than the change.
+    pub(crate) fn upgrade_base(&self, pinned: Option<&str>) -> Result<Option<String>> {
+        let dir = self.recipe_dir();
+        match pinned {
+            Some(v) => {
+                git::resolve(&self.runner, &dir, Some(v)).map_err(|e| match e {
+                    e @ Error::Interrupted(_) => e,
+                    _ => Error::Usage(format!(
+                        "base version `{v}` is not a tag of the recipe: check --from or upgrade_from"
+                    )),
+                })?;
+                Ok(Some(v.to_string()))
+            }
+            None => git::last_published_before(&self.runner, &dir, &self.commit),
+        }
+    }
+
+    /// Removes everything the run deployed, records it in the teardown marker, and returns what
+    /// could not be removed.
+    pub(crate) fn teardown(&self) -> Vec<String> {
+        crate::sys::signal::clear_deadline();
+        let outcome = crate::docker::teardown::teardown(
+            &self.runner.with_budget(self.host.config.teardown_budget),
+            &crate::docker::teardown::Target {
+                domain: self.domain.clone(),
+                stack: self.stack.clone(),
+                env_file: Some(self.env_file()),
+            },
+            &*self.sink,
+        );
+        let _ = self.run_dir.mark_torn_down(&outcome.leftovers);
+        outcome.leftovers
+    }
+}
+
+impl Steps for RunContext<'_> {
+    fn record(&self) -> &RefCell<RunRecord> {
+        &self.record
+    }
+
+    fn save_record(&self) {
+        let _ = self.record.borrow().write(&self.run_dir.run_json());
+    }
+
+    fn sink(&self) -> &dyn EventSink {
+        &*self.sink
+    }
+
+    fn interrupted(&self) -> Option<i32> {
+        self.host.cancel.signal()
+    }
+
+    fn change(&self) -> String {
+        git::short(&self.commit).to_string()
+    }
+
+    fn upgrade_base(&self, pinned: Option<&str>) -> Result<Option<String>> {
+        RunContext::upgrade_base(self, pinned)
+    }
+
+    fn hook(&self, name: &str, stage: Stage) -> StepResult {
+        RunContext::hook(self, name, stage)
+    }
+
+    fn deploy_fresh(&self, version: &Version) -> StepResult {
+        RunContext::deploy_fresh(self, version)
+    }
+
+    fn deploy_change(&self) -> StepResult {
+        git::checkout(&self.runner, &self.recipe_dir(), &self.commit)?;
+        self.apply_env(&self.tests.upgrade_env)?;
+        self.deploy(&Version::Chaos)
+    }
+
+    fn ready(&self, stage: Stage) -> StepResult {
+        RunContext::ready(self, stage)
+    }
+
+    fn run_tests(&self, stage: Stage) -> StepResult {
+        RunContext::run_tests(self, stage)
+    }
+
+    fn is_deployed(&self) -> bool {
+        self.deployed.borrow().is_some()
+    }
+
+    fn marker(&self) -> Option<suite::Marker> {
+        RunContext::marker(self)
+    }
+
+    fn write_marker(&self, marker: &suite::Marker, value: &str) -> Result<()> {
+        RunContext::write_marker(self, marker, value)
+    }
+
+    fn read_marker(&self, marker: &suite::Marker) -> Result<String> {
+        RunContext::read_marker(self, marker)
+    }
+
+    fn verify_change_runs(&self) -> Result<()> {
+        self.verify_chaos_version()
+    }
+
+    fn backup(&self) -> Result<()> {
+        self.driver.backup(&self.app())
+    }
+
+    fn restore(&self) -> Result<()> {
+        self.driver.restore(&self.app())
+    }
+
+    fn diagnose(&self) -> Option<String> {
+        RunContext::diagnose(self)
+    }
+
+    fn keep(&self, until: u64) -> Result<String> {
+        crate::docker::teardown::keep_until(&self.runner, &self.stack, until)?;
+        Ok(format!("ccci teardown --domain {}", self.domain))
+    }
+
+    fn teardown(&self) -> Vec<String> {
+        RunContext::teardown(self)
     }
 }

@@ -13,21 +13,26 @@ use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::abra_home::AbraHome;
+use crate::config::Config;
+use crate::docker::Swarm;
+use crate::docker::teardown;
 use crate::driver::{self, DriverChoice, Version};
 use crate::error::{Error, Result};
 use crate::event::{EventSink, Fanout};
-use crate::lifecycle::Host;
-use crate::lock::{AppLock, Contents, Holder};
+use crate::labels::RunLabels;
 use crate::naming;
-use crate::process::Runner;
-use crate::recipe;
-use crate::report::{RunRecord, StageRecord};
-use crate::rundir::{RunDir, RunLog};
+use crate::recipe::git;
 use crate::stage::Stage;
-use crate::steps::{self, Failure, RunContext, StepResult};
-use crate::swarm::Swarm;
-use crate::teardown;
+use crate::sys::cancel::Cancel;
+use crate::sys::lock::{AppLock, Contents, Holder};
+use crate::sys::process::Runner;
+
+use super::Host;
+use super::abra_home::AbraHome;
+use super::dir::{RunDir, RunLog};
+use super::failure::{Failure, StepResult};
+use super::record::{self, RunRecord, StageRecord};
+use super::steps::{self, RunContext};
 
 /// What `ccci prepare` records about the run to come.
 #[derive(Clone, Debug)]
@@ -69,13 +74,13 @@ pub fn prepare(host: &Host, req: &PrepareRequest) -> Result<RunDir> {
         naming::validate_domain(domain)?;
     }
     if let Some(source) = &req.source {
-        recipe::check_local_source(source)?;
+        git::check_local_source(source)?;
     }
     let (driver, _) = driver::select(req.driver)?;
     let run_id = req.run_id.clone().unwrap_or_else(RunDir::manual_id);
     let run_dir = RunDir::create(&host.config.runs_dir, &run_id, false)?;
     AbraHome::create(&run_dir.path, &host.config.abra_dir)?;
-    let source = recipe::source_for(
+    let source = git::source_for(
         &req.recipe,
         req.source.as_deref(),
         &host.config.recipe_base_url,
@@ -162,7 +167,13 @@ pub fn replay(
         recipe: record.recipe.clone(),
         domain: record.domain.clone(),
         stack: record.stack.clone(),
-        labels: steps::run_labels(run_id, &record.domain, None),
+        labels: RunLabels {
+            run_id: run_id.to_string(),
+            domain: record.domain.clone(),
+            setup: crate::labels::setup_id(&host.config.lock_dir),
+            deadline_unix: None,
+            keep_until: Some(super::unix_after(host.config.keep_for)),
+        },
         backups: run_dir.backups(),
         swarm: Swarm::new(runner),
         tests,
@@ -171,7 +182,6 @@ pub fn replay(
         run_dir,
         overlay: !matches!(step, Step::Deploy { overlay: false, .. }),
         record: RefCell::new(record),
-        deadline_unix: None,
         deployed: RefCell::new(None),
         deploy_started: Cell::new(None),
         sink,
@@ -183,7 +193,7 @@ pub fn replay(
         Err(Failure::Error(e)) => Err(e),
         Err(failure) => {
             if matches!(failure, Failure::NotReady(_)) {
-                crate::lifecycle::diagnose(&ctx);
+                ctx.diagnose();
             }
             Ok(Some(failure.message()))
         }
@@ -203,10 +213,10 @@ fn run_step(ctx: &RunContext<'_>, step: &Step) -> StepResult {
             }
             let dir = ctx.recipe_dir();
             let commit = match &version {
-                Version::Release(tag) => recipe::resolve(&ctx.runner, &dir, Some(tag))?,
+                Version::Release(tag) => git::resolve(&ctx.runner, &dir, Some(tag))?,
                 Version::Chaos => ctx.commit.clone(),
             };
-            recipe::checkout(&ctx.runner, &dir, &commit)?;
+            git::checkout(&ctx.runner, &dir, &commit)?;
             ctx.deploy(&version)
         }
         Step::Wait => ctx.ready(Stage::Install),
@@ -237,8 +247,7 @@ pub fn teardown(
         )));
     }
     let (sink, _) = log_and_runner(host, &run_dir, user_sink)?;
-    let outcome =
-        crate::lifecycle::teardown_domain(&host.config, &host.cancel, &record.domain, &*sink)?;
+    let outcome = teardown_domain(&host.config, &host.cancel, &record.domain, &*sink)?;
     record.torn_down = true;
     record.teardown_leftovers = outcome.leftovers.clone();
     record.kept = None;
@@ -281,7 +290,7 @@ fn lock_app(host: &Host, domain: &str, run_id: &str) -> Result<AppLock> {
     match AppLock::try_acquire(&host.config.lock_dir, domain, &holder)? {
         Some(lock) => Ok(lock),
         None => {
-            let who = match crate::lock::read_contents(&host.config.lock_file(domain)) {
+            let who = match crate::sys::lock::read_contents(&host.config.lock_file(domain)) {
                 Ok(Contents::Holder(h)) => format!("run {} (pid {})", h.run_id, h.pid),
                 _ => "another process".to_string(),
             };
@@ -290,4 +299,36 @@ fn lock_app(host: &Host, domain: &str, run_id: &str) -> Result<AppLock> {
             )))
         }
     }
+}
+
+/// `ccci teardown --domain D`: removes an app left by `--keep` or a crashed run, under the
+/// domain's lock so it never races a live run of the same domain.
+pub fn teardown_domain(
+    config: &Config,
+    cancel: &Cancel,
+    domain: &str,
+    sink: &dyn EventSink,
+) -> Result<teardown::Outcome> {
+    crate::naming::validate_domain(domain)?;
+    let runner = Runner::new(cancel.clone()).with_grace(config.kill_grace);
+    Swarm::new(runner.clone()).preflight()?;
+    let holder = Holder {
+        run_id: RunDir::manual_id(),
+        pid: std::process::id(),
+        started_at: record::now_rfc3339(),
+    };
+    let lock = AppLock::acquire(&config.lock_dir, domain, &holder, cancel)?;
+    let outcome = teardown::teardown(
+        &runner.with_budget(config.teardown_budget),
+        &teardown::Target {
+            domain: domain.to_string(),
+            stack: crate::naming::stack_name(domain),
+            env_file: Some(config.env_file(domain)),
+        },
+        sink,
+    );
+    if outcome.leftovers.is_empty() {
+        let _ = lock.unlink_held();
+    }
+    Ok(outcome)
 }

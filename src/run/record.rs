@@ -7,58 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
 use crate::stage::Stage;
+pub use crate::verdict::{StageStatus, Verdict};
 
 /// Bump when a field's meaning changes or a field goes away; adding a field does not.
 pub const RUN_FORMAT_VERSION: u32 = 1;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Pass,
-    /// A stage failed on the change.
-    Fail,
-    /// The upgrade's base version does not deploy: no verdict on the change.
-    BaseFailed,
-    /// The run could not be carried out (infrastructure, configuration).
-    Error,
-    /// Stopped by this signal before it finished.
-    Interrupted(i32),
-}
-
-impl Verdict {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::BaseFailed => "base-failed",
-            Verdict::Error => "error",
-            Verdict::Interrupted(_) => "interrupted",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StageStatus {
-    Pending,
-    Running,
-    Passed,
-    Failed,
-    /// Not run, with a reason (e.g. no published version to upgrade from).
-    Skipped,
-}
-
-impl StageStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            StageStatus::Pending => "pending",
-            StageStatus::Running => "running",
-            StageStatus::Passed => "passed",
-            StageStatus::Failed => "failed",
-            StageStatus::Skipped => "skipped",
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
@@ -272,6 +224,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Now, as RFC 3339 UTC with second precision.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// `unix` seconds as RFC 3339, for messages; the far future reads as such rather than
+/// overflowing.
+pub fn rfc3339_of_unix(unix: u64) -> String {
+    std::time::UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(unix))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| "the far future".to_string())
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 //! Signals never interrupt work directly. The handler only writes the signal number to a
 //! self-pipe; a named thread reads it and trips the run's [`Cancel`] token. Every wait in the
 //! library checks that token, so an interrupted run stops what it is doing, terminates its
-//! children (see [`crate::process`]) and then tears down under its own budget. Tests that need
+//! children (see [`crate::sys::process`]) and then tears down under its own budget. Tests that need
 //! no signal handling use a plain [`Cancel::new`], the no-op kind.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -15,43 +14,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 
 use crate::error::{Error, Result};
 
-/// A cancellation token shared by everything a run does. Tripped by a signal (or by a test);
-/// remembers the first signal that tripped it.
-#[derive(Clone, Debug, Default)]
-pub struct Cancel {
-    signal: Arc<AtomicI32>,
-}
-
-impl Cancel {
-    /// A token nothing trips unless [`Cancel::trip`] is called.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Trips the token with `signal`. The first signal wins: a SIGTERM that follows a SIGINT
-    /// does not change the exit code.
-    pub fn trip(&self, signal: i32) {
-        let _ = self
-            .signal
-            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
-    }
-
-    /// The signal that tripped the token, if any.
-    pub fn signal(&self) -> Option<i32> {
-        match self.signal.load(Ordering::SeqCst) {
-            0 => None,
-            s => Some(s),
-        }
-    }
-
-    /// `Err(Interrupted)` once tripped: the `?`-able check every wait loop makes.
-    pub fn check(&self) -> Result<()> {
-        match self.signal() {
-            None => Ok(()),
-            Some(s) => Err(Error::Interrupted(s)),
-        }
-    }
-}
+use super::cancel::Cancel;
 
 /// Write end of the self-pipe; -1 until [`install`] ran.
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);

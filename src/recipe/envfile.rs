@@ -32,7 +32,7 @@ impl EnvFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).at("create", dir)?;
         }
-        crate::report::write_atomic(path, self.to_string().as_bytes())
+        crate::run::record::write_atomic(path, self.to_string().as_bytes())
     }
 
     /// The value of `key`, the last assignment winning, unquoted. `None` when unset.

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::signal::Cancel;
+use crate::sys::cancel::Cancel;
 
 /// Bump when a field's meaning changes or a field goes away; adding a field does not.
 pub const LOCK_FORMAT_VERSION: u32 = 1;
@@ -45,7 +45,7 @@ impl Holder {
         Holder {
             run_id: run_id.into(),
             pid: std::process::id(),
-            started_at: crate::report::now_rfc3339(),
+            started_at: crate::run::record::now_rfc3339(),
         }
     }
 

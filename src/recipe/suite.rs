@@ -223,7 +223,7 @@ impl TestTrees {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                if crate::process::is_executable(&path) {
+                if crate::sys::process::is_executable(&path) {
                     by_name.insert(entry.file_name().to_string_lossy().into_owned(), path);
                 }
             }

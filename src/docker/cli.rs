@@ -1,9 +1,9 @@
 //! The `docker` CLI as the swarm and teardown modules call it: one place that builds the
-//! commands (always through [`crate::process::Runner`], always with a timeout) and turns the
+//! commands (always through [`crate::sys::process::Runner`], always with a timeout) and turns the
 //! CLI's failures into one-line [`crate::Error`]s with a hint.
 
 use crate::error::{Error, Result};
-use crate::process::{Cmd, CommandError, Output, Runner};
+use crate::sys::process::{Cmd, CommandError, Output, Runner};
 
 use super::inspect::{QUERY_TIMEOUT, one_line, parse_array};
 

@@ -12,18 +12,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::compose::{Compose, format_go_duration};
-use crate::envfile::EnvFile;
 use crate::error::{Error, IoContext, Result};
+use crate::labels;
+use crate::recipe::compose::{Compose, format_go_duration};
+use crate::recipe::envfile::EnvFile;
 use crate::yaml::{self, Mapping, Value};
 
 pub const OVERLAY_FILE: &str = "compose.ccci.yml";
 pub const TEMPLATE_FILE: &str = "compose.ccci.yml.j2";
-
-/// Label keys the janitor and teardown look for.
-pub const LABEL_RUN_ID: &str = "ccci.run-id";
-pub const LABEL_DEADLINE: &str = "ccci.deadline";
-pub const LABEL_RECIPE: &str = "ccci.recipe";
 
 /// What the overlay is generated from.
 pub struct OverlayInput<'a> {
@@ -36,8 +32,9 @@ pub struct OverlayInput<'a> {
     pub domain: &'a str,
     pub recipe: &'a str,
     pub run_id: &'a str,
-    /// Unix seconds after which the run is over; `None` renders as `none`.
-    pub deadline_unix: Option<u64>,
+    /// The run's labels ([`crate::labels::RunLabels::pairs`]), put on every service, volume
+    /// and network so the janitor can find them.
+    pub run_labels: &'a [(String, String)],
     /// Short commit of the checked-out tree, when the change itself is deployed.
     pub chaos_version: Option<&'a str>,
     /// The recipe's `compose.ccci.yml.j2`, when it has one.
@@ -92,7 +89,7 @@ pub fn generate(input: &OverlayInput) -> Result<String> {
 pub fn apply(recipe_dir: &Path, env: &mut EnvFile, input: &OverlayInput) -> Result<PathBuf> {
     let text = generate(input)?;
     let path = recipe_dir.join(OVERLAY_FILE);
-    crate::report::write_atomic(&path, text.as_bytes())?;
+    crate::run::record::write_atomic(&path, text.as_bytes())?;
     exclude_from_git(recipe_dir)?;
     let files = env.compose_files();
     if files.last().map(String::as_str) != Some(OVERLAY_FILE) {
@@ -105,14 +102,12 @@ pub fn apply(recipe_dir: &Path, env: &mut EnvFile, input: &OverlayInput) -> Resu
 
 fn base_overlay(input: &OverlayInput) -> Value {
     let compose = input.compose.value();
-    let deadline = input
-        .deadline_unix
-        .map_or_else(|| "none".to_owned(), |d| d.to_string());
     let run_labels = || {
-        mapping([
-            (LABEL_RUN_ID, string(input.run_id)),
-            (LABEL_DEADLINE, string(&deadline)),
-        ])
+        let mut labels = Mapping::new();
+        for (key, value) in input.run_labels {
+            labels.insert(key.as_str().into(), string(value));
+        }
+        labels
     };
 
     let mut services = Mapping::new();
@@ -132,18 +127,12 @@ fn base_overlay(input: &OverlayInput) -> Value {
             );
         }
         let mut labels = run_labels();
-        labels.insert(LABEL_RECIPE.into(), string(input.recipe));
+        labels.insert(labels::RECIPE.into(), string(input.recipe));
         if let Some(commit) = input.chaos_version {
             // abra stamps these on the app service of a chaos deploy; ccci puts them on every
             // service so the proof of what runs does not depend on which one is "the app".
-            labels.insert(
-                format!("coop-cloud.{}.chaos", input.stack).into(),
-                string("true"),
-            );
-            labels.insert(
-                format!("coop-cloud.{}.chaos-version", input.stack).into(),
-                string(commit),
-            );
+            labels.insert(labels::chaos(input.stack).into(), string("true"));
+            labels.insert(labels::chaos_version(input.stack).into(), string(commit));
         }
         spec.insert(
             "deploy".into(),
@@ -288,7 +277,7 @@ fn exclude_from_git(recipe_dir: &Path) -> Result<()> {
     }
     text.push_str(&entry);
     text.push('\n');
-    crate::report::write_atomic(&exclude, text.as_bytes())
+    crate::run::record::write_atomic(&exclude, text.as_bytes())
 }
 
 /// The directory holding `info/exclude`: `.git` itself, or for a worktree (`.git` is a file
@@ -352,6 +341,18 @@ networks:
         dir: tempfile::TempDir,
         compose: Compose,
         vars: BTreeMap<String, String>,
+        run_labels: Vec<(String, String)>,
+    }
+
+    fn run_labels(deadline_unix: Option<u64>) -> Vec<(String, String)> {
+        crate::labels::RunLabels {
+            run_id: "r42".into(),
+            domain: "app.example.org".into(),
+            setup: "0123abcd".into(),
+            deadline_unix,
+            keep_until: None,
+        }
+        .pairs()
     }
 
     fn fixture() -> Fixture {
@@ -363,7 +364,12 @@ networks:
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        Fixture { dir, compose, vars }
+        Fixture {
+            dir,
+            compose,
+            vars,
+            run_labels: run_labels(Some(1_700_000_000)),
+        }
     }
 
     fn input<'a>(f: &'a Fixture, template: Option<&'a Path>) -> OverlayInput<'a> {
@@ -374,7 +380,7 @@ networks:
             domain: "app.example.org",
             recipe: "app",
             run_id: "r42",
-            deadline_unix: Some(1_700_000_000),
+            run_labels: &f.run_labels,
             chaos_version: None,
             template,
             template_vars: &f.vars,
@@ -415,28 +421,29 @@ networks:
         for service in ["app", "slow", "plain", "off"] {
             let labels = at(&v, &["services", service, "deploy", "labels"]).unwrap();
             assert_eq!(
-                labels.get(LABEL_RUN_ID).and_then(Value::as_str),
+                labels.get(labels::RUN_ID).and_then(Value::as_str),
                 Some("r42")
             );
             assert_eq!(
-                labels.get(LABEL_DEADLINE).and_then(Value::as_str),
+                labels.get(labels::DEADLINE).and_then(Value::as_str),
                 Some("1700000000")
             );
             assert_eq!(
-                labels.get(LABEL_RECIPE).and_then(Value::as_str),
+                labels.get(labels::RECIPE).and_then(Value::as_str),
                 Some("app")
             );
             assert!(labels.get("coop-cloud.app_example_org.chaos").is_none());
         }
-        let volume = at(&v, &["volumes", "data", "labels", LABEL_RUN_ID]);
+        let volume = at(&v, &["volumes", "data", "labels", labels::RUN_ID]);
         assert_eq!(volume.and_then(Value::as_str), Some("r42"));
-        let network = at(&v, &["networks", "internal", "labels", LABEL_DEADLINE]);
+        let network = at(&v, &["networks", "internal", "labels", labels::DEADLINE]);
         assert_eq!(network.and_then(Value::as_str), Some("1700000000"));
         assert!(at(&v, &["networks", "proxy"]).is_none());
 
+        let no_deadline = run_labels(None);
         let mut chaos = input(&f, None);
         chaos.chaos_version = Some("abc1234");
-        chaos.deadline_unix = None;
+        chaos.run_labels = &no_deadline;
         let v = parsed(&generate(&chaos).unwrap());
         let labels = at(&v, &["services", "plain", "deploy", "labels"]).unwrap();
         assert_eq!(
@@ -452,7 +459,7 @@ networks:
             Some("abc1234")
         );
         assert_eq!(
-            labels.get(LABEL_DEADLINE).and_then(Value::as_str),
+            labels.get(labels::DEADLINE).and_then(Value::as_str),
             Some("none")
         );
     }
@@ -470,6 +477,7 @@ networks:
             compose,
             vars: BTreeMap::new(),
             dir,
+            run_labels: run_labels(None),
         };
         let v = parsed(&generate(&input(&f, None)).unwrap());
         assert!(v.get("version").is_none());
@@ -493,7 +501,7 @@ networks:
             Some("https://app.example.org/app/app_example_org/app/r42/15m0s")
         );
         // The generated labels survive the template.
-        assert!(at(&v, &["services", "app", "deploy", "labels", LABEL_RUN_ID]).is_some());
+        assert!(at(&v, &["services", "app", "deploy", "labels", labels::RUN_ID]).is_some());
     }
 
     #[test]
@@ -582,7 +590,7 @@ networks:
             Some("true")
         );
         assert_eq!(
-            app.labels.get(LABEL_RUN_ID).map(String::as_str),
+            app.labels.get(labels::RUN_ID).map(String::as_str),
             Some("r42")
         );
         assert_eq!(app.image.as_deref(), Some("app:1"));

@@ -1,29 +1,22 @@
-//! Asking the Docker engine about a stack: services, tasks, health; readiness; diagnostics;
-//! running commands in a service's container.
+//! [`Swarm`]: asking the engine about one stack (services, tasks, health), readiness and
+//! diagnostics entry points, and running commands in a service's container.
 //!
-//! Everything goes through the `docker` CLI, run by [`crate::process::Runner`] (so every call
+//! Everything goes through the `docker` CLI, run by [`crate::sys::process::Runner`] (so every call
 //! is cancellable and bounded), with JSON output parsed by serde. Never through the engine's
 //! socket directly: the CLI is what users have, it honours `DOCKER_HOST` and contexts, and its
 //! errors are the ones users can look up. This module only reads and execs; it never deploys or
-//! removes anything (the drivers deploy, [`crate::teardown`] removes).
-
-mod diagnostics;
-pub(crate) mod docker;
-pub mod inspect;
-mod readiness;
+//! removes anything (the drivers deploy, [`crate::docker::teardown`] removes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::event::EventSink;
-use crate::process::{Output, Runner};
+use crate::sys::process::{Output, Runner};
 
-pub use diagnostics::{Diagnosis, ServiceDiagnosis};
-pub use inspect::{
-    ContainerInfo, Health, HealthProbe, Mount, NAMESPACE_LABEL, ServiceState, Snapshot, TaskState,
-};
-pub use readiness::{Assessment, assess};
+use super::cli;
+use super::inspect;
+use super::{ContainerInfo, Diagnosis, ServiceState, Snapshot};
 
 /// The engine, as ccci talks to it.
 #[derive(Clone, Debug)]
@@ -59,7 +52,7 @@ pub enum NotReady {
         waited: Duration,
         waiting_for: String,
     },
-    #[error("interrupted by {}", crate::signal::signal_name(*.0))]
+    #[error("interrupted by {}", crate::sys::signal::signal_name(*.0))]
     Interrupted(i32),
     /// The engine could not be asked.
     #[error("{0}")]
@@ -108,15 +101,15 @@ impl Swarm {
 
     /// Docker is installed, reachable, and this node is an active swarm manager.
     pub fn preflight(&self) -> Result<()> {
-        let out = docker::output(
+        let out = cli::output(
             &self.runner,
-            &docker::cmd(["info", "--format", "{{json .Swarm}}"]),
+            &cli::cmd(["info", "--format", "{{json .Swarm}}"]),
         )?;
-        if let Some(hint) = docker::daemon_hint(&out.stderr_str()) {
+        if let Some(hint) = cli::daemon_hint(&out.stderr_str()) {
             return Err(Error::Infra(hint));
         }
         if !out.success() {
-            return Err(docker::failed("ask docker about the swarm", &out));
+            return Err(cli::failed("ask docker about the swarm", &out));
         }
         check_swarm_info(&out.stdout_str())
     }
@@ -187,7 +180,7 @@ impl Swarm {
         }
         let container = self.running_container_id(stack, service)?;
         let interactive = io.stdin.is_some() || io.stdin_file.is_some();
-        let mut cmd = crate::process::Cmd::new(docker::DOCKER).arg("exec");
+        let mut cmd = crate::sys::process::Cmd::new(cli::DOCKER).arg("exec");
         if interactive {
             cmd = cmd.arg("-i");
         }
@@ -204,7 +197,7 @@ impl Swarm {
         if let Some(timeout) = io.timeout {
             cmd = cmd.timeout(timeout);
         }
-        docker::output(&self.runner, &cmd)
+        cli::output(&self.runner, &cmd)
     }
 
     /// The running container of `<stack>_<service>`: its id, health and mounts.
@@ -219,7 +212,7 @@ impl Swarm {
     }
 
     fn running_container_id(&self, stack: &str, service: &str) -> Result<String> {
-        let ids = docker::lines(
+        let ids = cli::lines(
             &self.runner,
             &[
                 "ps".to_string(),
@@ -241,16 +234,16 @@ impl Swarm {
 
     /// True when the engine has `image` locally (no registry is asked).
     pub fn image_present(&self, image: &str) -> Result<bool> {
-        let out = docker::output(
+        let out = cli::output(
             &self.runner,
-            &docker::cmd(["image", "inspect", "--format", "{{.Id}}", image]),
+            &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image]),
         )?;
         if out.success() {
             Ok(true)
-        } else if docker::is_no_such(&out.stderr_str()) {
+        } else if cli::is_no_such(&out.stderr_str()) {
             Ok(false)
         } else {
-            Err(docker::failed(&format!("inspect image {image}"), &out))
+            Err(cli::failed(&format!("inspect image {image}"), &out))
         }
     }
 }

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
 use crate::event::{Event, EventSink};
-use crate::process::LineStream;
+use crate::sys::process::LineStream;
 
 use super::inspect::{self, Containers, ServiceState, Snapshot, TaskState};
-use super::{NotReady, ReadyOptions, Swarm, docker};
+use super::{NotReady, ReadyOptions, Swarm, cli};
 
 /// How often the stack is looked at when no engine event arrives.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -215,7 +215,7 @@ impl Swarm {
         // Started before the first look, so nothing that happens after it is missed. Without
         // it (docker too old, or it died) the loop still polls every second.
         let mut events = runner
-            .stream_lines(&docker::cmd([
+            .stream_lines(&cli::cmd([
                 "events",
                 "--format",
                 "{{json .}}",
@@ -310,7 +310,7 @@ fn wait_for_change(
     events: &mut Option<LineStream>,
     stack: &str,
     deadline: Instant,
-    runner: &crate::process::Runner,
+    runner: &crate::sys::process::Runner,
 ) {
     let until = deadline.min(Instant::now() + POLL_EVERY);
     loop {
@@ -327,7 +327,7 @@ fn wait_for_change(
                 }
             }
             Some(Ok(None)) => {}
-            Some(Err(crate::process::StreamClosed)) => {
+            Some(Err(crate::sys::process::StreamClosed)) => {
                 // The stream ended: fall back to polling.
                 *events = None;
             }
@@ -358,8 +358,8 @@ fn not_ready(e: Error) -> NotReady {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::swarm::inspect::tests::{CONTAINER_UNHEALTHY, TASK_UNHEALTHY, captured};
-    use crate::swarm::inspect::{parse_containers, parse_tasks};
+    use crate::docker::inspect::tests::{CONTAINER_UNHEALTHY, TASK_UNHEALTHY, captured};
+    use crate::docker::inspect::{parse_containers, parse_tasks};
 
     fn epoch() -> SystemTime {
         SystemTime::UNIX_EPOCH

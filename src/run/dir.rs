@@ -57,6 +57,31 @@ impl RunDir {
         })
     }
 
+    /// Creates the directory of a run started by hand: `manual-<pid>`, or `manual-<pid>.<n>`
+    /// when a run of an earlier process with the same pid left its directory (pids are
+    /// reused). Creating the directory is the claim, so two processes never share one.
+    pub fn create_manual(runs_dir: &Path) -> Result<RunDir> {
+        std::fs::create_dir_all(runs_dir).at("create runs directory", runs_dir)?;
+        let base = Self::manual_id();
+        for n in 1..1000 {
+            let id = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            };
+            let path = runs_dir.join(&id);
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(RunDir { id, path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io("create run directory", &path, e)),
+            }
+        }
+        Err(Error::Usage(format!(
+            "{} holds 999 runs named {base}: remove old ones or pass --run-id",
+            runs_dir.display()
+        )))
+    }
+
     /// An existing run's directory, for the step subcommands.
     pub fn open(runs_dir: &Path, id: &str) -> Result<RunDir> {
         Self::validate_id(id)?;
@@ -105,7 +130,7 @@ impl RunDir {
         } else {
             format!("left for the janitor:\n{}\n", leftovers.join("\n"))
         };
-        crate::report::write_atomic(&self.teardown_marker(), marker.as_bytes())
+        crate::run::record::write_atomic(&self.teardown_marker(), marker.as_bytes())
     }
 }
 
@@ -131,7 +156,7 @@ impl RunLog {
     /// Appends one line with a timestamp. Errors are dropped: a full disk must not turn a
     /// verdict into a crash, and run.json still records the outcome.
     pub fn line(&self, text: &str) {
-        let stamp = crate::report::now_rfc3339();
+        let stamp = crate::run::record::now_rfc3339();
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         for line in text.lines() {
             let _ = writeln!(file, "{stamp} {line}");
@@ -139,7 +164,7 @@ impl RunLog {
     }
 
     /// A sink for child output, indented under the event that started it.
-    pub fn output_sink(&self) -> crate::process::LineSink {
+    pub fn output_sink(&self) -> crate::sys::process::LineSink {
         let log = self.clone();
         Arc::new(move |line: &str| log.line(&format!("  | {line}")))
     }
