@@ -281,8 +281,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     // so no later addition can overflow.
     if duration > MAX_DURATION {
         return Err(format!(
-            "`{text}` is longer than {}: write a shorter duration",
-            format_duration(MAX_DURATION)
+            "`{text}` is longer than a year (366d): write a shorter duration"
         ));
     }
     Ok(duration)

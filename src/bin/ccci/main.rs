@@ -20,23 +20,58 @@ use cli::{Cli, Command};
 
 fn main() {
     // Recorded before anything else, so a parent that dies while we start up is noticed (G2).
-    let parent = nix::unistd::getppid().as_raw();
+    // A spawner that wants the gap between its fork and our start covered too (`ccci serve`,
+    // a CI wrapper) names itself in CCCI_PARENT_PID.
+    let parent = expected_parent();
     let cli = Cli::parse();
     let code = match run(cli, parent) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{} {e}", console::style("error:").red().bold());
+            render::stderr_line(&format!("{} {e}", console::style("error:").red().bold()));
             exit_code::for_error(&e)
         }
     };
     std::process::exit(code);
 }
 
+/// The parent this process must have: `CCCI_PARENT_PID` when the spawner set it, else the
+/// parent we have now.
+fn expected_parent() -> i32 {
+    std::env::var("CCCI_PARENT_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or_else(|| nix::unistd::getppid().as_raw())
+}
+
+/// Writes `bytes` to stdout. A closed stdout (`ccci locks | head -1`) ends the program
+/// quietly with success, as a reader that stopped reading is no error.
+fn out(bytes: impl AsRef<[u8]>) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(bytes.as_ref())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(exit_code::PASS),
+        Err(e) => Err(Error::Infra(format!("failed to write to stdout: {e}"))),
+    }
+}
+
+/// [`out`] with a newline.
+fn out_line(text: impl std::fmt::Display) -> Result<()> {
+    out(format!("{text}\n"))
+}
+
 fn load_config(cli: &Cli, env: &Env) -> Result<Config> {
     let path = cli.config.clone().or_else(|| Config::default_path(env));
     let (config, warnings) = Config::load(path.as_deref(), env)?;
     for warning in warnings {
-        eprintln!("{} {warning}", console::style("warning:").yellow());
+        render::stderr_line(&format!(
+            "{} {warning}",
+            console::style("warning:").yellow()
+        ));
     }
     Ok(config)
 }
@@ -45,13 +80,18 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
     let env = config::process_env();
     match &cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "ccci", &mut std::io::stdout());
+            // Rendered whole first: the generator panics on a write error, `out` does not.
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "ccci", &mut text);
+            out(text)?;
             Ok(exit_code::PASS)
         }
         Command::Man => {
+            let mut text = Vec::new();
             clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .map_err(|e| Error::Infra(format!("failed to write the man page: {e}")))?;
+                .render(&mut text)
+                .map_err(|e| Error::Infra(format!("failed to render the man page: {e}")))?;
+            out(text)?;
             Ok(exit_code::PASS)
         }
         Command::Test(args) => {
@@ -73,25 +113,25 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                     stages: parse_stages(&spec.stage)?,
                 },
             )?;
-            eprintln!(
+            render::stderr_line(&format!(
                 "prepared {}; next: ccci fetch --run {}",
                 run_dir.path.display(),
                 run_dir.id
-            );
-            println!("{}", run_dir.id);
+            ));
+            out_line(run_dir.id)?;
             Ok(exit_code::PASS)
         }
         Command::Fetch(run) => {
             let host = step_host(&cli, env, parent)?;
             let terminal: Arc<dyn ccci::event::EventSink> = Arc::new(render::Terminal::new());
             let record = ccci::run::replay::fetch(&host, &run.run, terminal)?;
-            eprintln!(
+            render::stderr_line(&format!(
                 "run {}: {} at {} on {}",
                 record.run_id,
                 record.recipe,
                 record.commit.as_deref().unwrap_or("?"),
                 record.domain
-            );
+            ));
             Ok(exit_code::PASS)
         }
         Command::Deploy(args) => {
@@ -125,7 +165,7 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                 args.git_ref.as_deref(),
                 args.tests_dir.as_deref(),
             )?;
-            print!("{text}");
+            out(text)?;
             Ok(exit_code::PASS)
         }
         Command::Teardown(args) => {
@@ -142,10 +182,9 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                 )?,
             };
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"removed": outcome.removed, "leftovers": outcome.leftovers})
-                );
+                out_line(
+                    serde_json::json!({"removed": outcome.removed, "leftovers": outcome.leftovers}),
+                )?;
             }
             Ok(if outcome.leftovers.is_empty() {
                 exit_code::PASS
@@ -171,12 +210,9 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                 &terminal,
             );
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&summary).unwrap_or_default()
-                );
+                out_line(serde_json::to_string_pretty(&summary).unwrap_or_default())?;
             } else {
-                eprintln!("{}", summary.line());
+                render::stderr_line(&summary.line());
             }
             Ok(if let Some(signal) = cancel.signal() {
                 exit_code::for_signal(signal)
@@ -190,12 +226,9 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             let config = load_config(&cli, &env)?;
             let locks = ccci::sys::lock::list(&config.lock_dir)?;
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&locks).unwrap_or_default()
-                );
+                out_line(serde_json::to_string_pretty(&locks).unwrap_or_default())?;
             } else if locks.is_empty() {
-                eprintln!("no lock files in {}", config.lock_dir.display());
+                render::stderr_line(&format!("no lock files in {}", config.lock_dir.display()));
             } else {
                 for lock in &locks {
                     let state = if lock.held { "held" } else { "free" };
@@ -208,7 +241,10 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                         .age_secs
                         .map(|s| config::format_duration(std::time::Duration::from_secs(s)))
                         .unwrap_or_else(|| "-".into());
-                    println!("{:<40} {state:<4} {run:<24} {pid:>8} {age}", lock.domain);
+                    out_line(format_args!(
+                        "{:<40} {state:<4} {run:<24} {pid:>8} {age}",
+                        lock.domain
+                    ))?;
                 }
             }
             Ok(exit_code::PASS)
@@ -262,7 +298,10 @@ fn replay(cli: &Cli, env: Env, parent: i32, run: &str, step: Step) -> Result<i32
     match ccci::run::replay::replay(&host, run, &step, terminal) {
         Ok(None) => Ok(exit_code::PASS),
         Ok(Some(reason)) => {
-            eprintln!("{} {reason}", console::style("failed:").red().bold());
+            render::stderr_line(&format!(
+                "{} {reason}",
+                console::style("failed:").red().bold()
+            ));
             Ok(exit_code::TEST_FAILED)
         }
         Err(e) => after_signal(&host, e),
@@ -274,7 +313,7 @@ fn replay(cli: &Cli, env: Env, parent: i32, run: &str, step: Step) -> Result<i32
 fn after_signal(host: &Host, e: Error) -> Result<i32> {
     match host.cancel.signal() {
         Some(signal) => {
-            eprintln!("{} {e}", console::style("error:").red().bold());
+            render::stderr_line(&format!("{} {e}", console::style("error:").red().bold()));
             Ok(exit_code::for_signal(signal))
         }
         None => Err(e),
@@ -328,14 +367,11 @@ fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i
         Err(e) => return after_signal(&host, e),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome.record).unwrap_or_default()
-        );
+        out_line(serde_json::to_string_pretty(&outcome.record).unwrap_or_default())?;
     } else {
-        eprintln!("run directory: {}", outcome.run_dir.display());
+        render::stderr_line(&format!("run directory: {}", outcome.run_dir.display()));
         if let Some(kept) = &outcome.record.kept {
-            eprintln!("kept: {kept}");
+            render::stderr_line(&format!("kept: {kept}"));
         }
     }
     Ok(outcome.exit_code())

@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ccci::event::{Event, EventSink};
-use ccci::run::record::StageStatus;
 use ccci::stage::Stage;
-use console::style;
+use ccci::verdict::{StageStatus, Verdict};
+use console::{StyledObject, style};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Terminal {
@@ -61,7 +61,7 @@ impl Terminal {
 impl Bars {
     fn println(&self, line: String) {
         if self.multi.println(&line).is_err() {
-            eprintln!("{line}");
+            stderr_line(&line);
         }
     }
 
@@ -143,7 +143,11 @@ impl Bars {
 impl EventSink for Terminal {
     fn event(&self, event: &Event) {
         if !self.interactive {
-            eprintln!("{} {}", ccci::run::record::now_rfc3339(), event.to_line());
+            stderr_line(&format!(
+                "{} {}",
+                ccci::run::record::now_rfc3339(),
+                event.to_line()
+            ));
             return;
         }
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,19 +165,30 @@ impl EventSink for Terminal {
             } => bars.finish_stage(*stage, *status, reason.as_deref(), elapsed.as_secs_f64()),
             Event::StepStarted { .. } | Event::Waiting { .. } => bars.doing(event.to_line()),
             Event::StepFinished { ok: true, .. } => {}
-            Event::Verdict { .. } => {
+            Event::Verdict { verdict, .. } => {
                 bars.finish_all();
-                let line = event.to_line();
-                let styled = if line.contains("pass") {
-                    style(line).green().bold()
-                } else {
-                    style(line).red().bold()
-                };
-                bars.println(styled.to_string());
+                bars.println(styled_verdict(*verdict, event.to_line()).to_string());
             }
             _ => bars.println(event.to_line()),
         }
     }
+}
+
+/// The verdict line, coloured by the verdict itself, never by the words of its reason.
+fn styled_verdict(verdict: Verdict, line: String) -> StyledObject<String> {
+    match verdict {
+        Verdict::Pass => style(line).green().bold(),
+        Verdict::Fail | Verdict::BaseFailed | Verdict::Error | Verdict::Interrupted(_) => {
+            style(line).red().bold()
+        }
+    }
+}
+
+/// Writes a line to stderr, ignoring a closed stderr: a run whose output is piped into
+/// `head` must still tear down, not panic half-way.
+pub fn stderr_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 impl Drop for Terminal {
@@ -182,5 +197,24 @@ impl Drop for Terminal {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .finish_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_a_failure_whose_reason_says_password_is_not_green() {
+        let line = "verdict: fail — install: probe: wrong password".to_string();
+        let styled = styled_verdict(Verdict::Fail, line.clone())
+            .force_styling(true)
+            .to_string();
+        assert!(styled.contains("\x1b[31m"), "{styled:?}");
+        assert!(!styled.contains("\x1b[32m"), "{styled:?}");
+        let pass = styled_verdict(Verdict::Pass, "verdict: pass".into())
+            .force_styling(true)
+            .to_string();
+        assert!(pass.contains("\x1b[32m"), "{pass:?}");
     }
 }
