@@ -16,6 +16,9 @@ _ccci() {
             ",$1")
                 cmd="ccci"
                 ;;
+            ccci,apps)
+                cmd="ccci__subcmd__apps"
+                ;;
             ccci,backup)
                 cmd="ccci__subcmd__backup"
                 ;;
@@ -60,6 +63,9 @@ _ccci() {
                 ;;
             ccci,wait)
                 cmd="ccci__subcmd__wait"
+                ;;
+            ccci__subcmd__help,apps)
+                cmd="ccci__subcmd__help__subcmd__apps"
                 ;;
             ccci__subcmd__help,backup)
                 cmd="ccci__subcmd__help__subcmd__backup"
@@ -113,8 +119,26 @@ _ccci() {
 
     case "${cmd}" in
         ccci)
-            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help"
+            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ccci__subcmd__apps)
+            opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -249,8 +273,22 @@ _ccci() {
             return 0
             ;;
         ccci__subcmd__help)
-            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help"
+            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ccci__subcmd__help__subcmd__apps)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -655,7 +693,7 @@ _ccci() {
             return 0
             ;;
         ccci__subcmd__test)
-            opts="-s -h -V --stage --source --ref --domain --run-id --driver --tests-dir --from --keep --deadline --no-overlay --json --config --help --version"
+            opts="-s -h -V --stage --source --ref --domain --run-id --driver --tests-dir --from --keep --keep-for --deadline --no-overlay --json --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -699,6 +737,10 @@ _ccci() {
                     ;;
                 --keep)
                     COMPREPLY=($(compgen -W "never on-failure always" -- "${cur}"))
+                    return 0
+                    ;;
+                --keep-for)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --deadline)

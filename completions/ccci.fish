@@ -39,10 +39,11 @@ complete -c ccci -n "__fish_ccci_needs_command" -f -a "restore" -d 'Step: restor
 complete -c ccci -n "__fish_ccci_needs_command" -f -a "teardown" -d 'Tear an app down: stack, containers, volumes, secrets, configs, networks, env file'
 complete -c ccci -n "__fish_ccci_needs_command" -f -a "janitor" -d 'Reap what killed runs leaked; never touches a live run'
 complete -c ccci -n "__fish_ccci_needs_command" -f -a "locks" -d 'List app-domain locks: held or free, holder, pid, age'
+complete -c ccci -n "__fish_ccci_needs_command" -f -a "apps" -d 'List this setup\'s test apps: live, kept (until when, and how to remove), or orphaned'
 complete -c ccci -n "__fish_ccci_needs_command" -f -a "completions" -d 'Print shell completions'
 complete -c ccci -n "__fish_ccci_needs_command" -f -a "man" -d 'Print the man page (roff)'
 complete -c ccci -n "__fish_ccci_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ccci -n "__fish_ccci_using_subcommand test" -s s -l stage -d 'Stage to run; repeat for several. `all` runs install, upgrade and backup' -r
+complete -c ccci -n "__fish_ccci_using_subcommand test" -s s -l stage -d 'Stage to run: install, upgrade, backup or all; repeat or comma-separate for several' -r
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l source -d 'Git URL or local path of the recipe (default: <recipe_base_url>/<recipe>.git)' -r
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l ref -d 'Commit, branch or tag to test (default: the default branch\'s head)' -r
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l domain -d 'App domain to deploy on (default: a generated test domain)' -r
@@ -55,13 +56,14 @@ complete -c ccci -n "__fish_ccci_using_subcommand test" -l from -d 'Published ve
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l keep -d 'Keep the app deployed afterwards' -r -f -a "never\t''
 on-failure\t''
 always\t''"
+complete -c ccci -n "__fish_ccci_using_subcommand test" -l keep-for -d 'How long a kept app is left alone before the janitor reaps it, e.g. 4h (default: the config\'s keep_for)' -r
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l deadline -d 'Stop, tear down and exit 142 after this long, e.g. 45m (default: from the config)' -r
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l no-overlay -d 'Deploy without ccci\'s compose overlay (shows what the overlay fixes)'
 complete -c ccci -n "__fish_ccci_using_subcommand test" -l json -d 'Print the run record as JSON on stdout at the end'
 complete -c ccci -n "__fish_ccci_using_subcommand test" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ccci -n "__fish_ccci_using_subcommand test" -s V -l version -d 'Print version'
-complete -c ccci -n "__fish_ccci_using_subcommand prepare" -s s -l stage -d 'Stage to run; repeat for several. `all` runs install, upgrade and backup' -r
+complete -c ccci -n "__fish_ccci_using_subcommand prepare" -s s -l stage -d 'Stage to run: install, upgrade, backup or all; repeat or comma-separate for several' -r
 complete -c ccci -n "__fish_ccci_using_subcommand prepare" -l source -d 'Git URL or local path of the recipe (default: <recipe_base_url>/<recipe>.git)' -r
 complete -c ccci -n "__fish_ccci_using_subcommand prepare" -l ref -d 'Commit, branch or tag to test (default: the default branch\'s head)' -r
 complete -c ccci -n "__fish_ccci_using_subcommand prepare" -l domain -d 'App domain to deploy on (default: a generated test domain)' -r
@@ -121,24 +123,29 @@ complete -c ccci -n "__fish_ccci_using_subcommand locks" -l config -d 'Config fi
 complete -c ccci -n "__fish_ccci_using_subcommand locks" -l json
 complete -c ccci -n "__fish_ccci_using_subcommand locks" -s h -l help -d 'Print help'
 complete -c ccci -n "__fish_ccci_using_subcommand locks" -s V -l version -d 'Print version'
+complete -c ccci -n "__fish_ccci_using_subcommand apps" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
+complete -c ccci -n "__fish_ccci_using_subcommand apps" -l json
+complete -c ccci -n "__fish_ccci_using_subcommand apps" -s h -l help -d 'Print help'
+complete -c ccci -n "__fish_ccci_using_subcommand apps" -s V -l version -d 'Print version'
 complete -c ccci -n "__fish_ccci_using_subcommand completions" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
 complete -c ccci -n "__fish_ccci_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c ccci -n "__fish_ccci_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c ccci -n "__fish_ccci_using_subcommand man" -l config -d 'Config file (default: $CCCI_CONFIG, else ~/.config/ccci/config.yml)' -r -F
 complete -c ccci -n "__fish_ccci_using_subcommand man" -s h -l help -d 'Print help'
 complete -c ccci -n "__fish_ccci_using_subcommand man" -s V -l version -d 'Print version'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "test" -d 'Test a recipe: deploy it, run the stages, tear down, report the verdict'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "prepare" -d 'Step by step: create a run directory (no fetch, no deploy) and print its id'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "fetch" -d 'Step: fetch the run\'s recipe, resolve its ref, and fix its app domain'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "overlay" -d 'Print the compose overlay ccci would deploy with a recipe (compose.ccci.yml)'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "deploy" -d 'Step: deploy the run\'s change (or a published version), creating the app if needed'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "wait" -d 'Step: wait until the run\'s app is ready (swarm readiness, then the recipe\'s probe)'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "check" -d 'Step: run a stage\'s tests against the run\'s app'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "backup" -d 'Step: back up the run\'s app'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "restore" -d 'Step: restore the run\'s app from its last backup'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "teardown" -d 'Tear an app down: stack, containers, volumes, secrets, configs, networks, env file'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "janitor" -d 'Reap what killed runs leaked; never touches a live run'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "locks" -d 'List app-domain locks: held or free, holder, pid, age'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "completions" -d 'Print shell completions'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "test" -d 'Test a recipe: deploy it, run the stages, tear down, report the verdict'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "prepare" -d 'Step by step: create a run directory (no fetch, no deploy) and print its id'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "fetch" -d 'Step: fetch the run\'s recipe, resolve its ref, and fix its app domain'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "overlay" -d 'Print the compose overlay ccci would deploy with a recipe (compose.ccci.yml)'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "deploy" -d 'Step: deploy the run\'s change (or a published version), creating the app if needed'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "wait" -d 'Step: wait until the run\'s app is ready (swarm readiness, then the recipe\'s probe)'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "check" -d 'Step: run a stage\'s tests against the run\'s app'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "backup" -d 'Step: back up the run\'s app'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "restore" -d 'Step: restore the run\'s app from its last backup'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "teardown" -d 'Tear an app down: stack, containers, volumes, secrets, configs, networks, env file'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "janitor" -d 'Reap what killed runs leaked; never touches a live run'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "locks" -d 'List app-domain locks: held or free, holder, pid, age'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "apps" -d 'List this setup\'s test apps: live, kept (until when, and how to remove), or orphaned'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "completions" -d 'Print shell completions'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c ccci -n "__fish_ccci_using_subcommand help; and not __fish_seen_subcommand_from test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

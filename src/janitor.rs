@@ -1,4 +1,4 @@
-//! Reaping what killed runs leaked (J1–J9).
+//! Reaping what killed runs leaked (J1–J11).
 //!
 //! A sweep gathers candidates from three places: the canonical app env files
 //! (`<abra home>/servers/*/<domain>.env`), the swarm resources that carry ccci's
@@ -9,6 +9,13 @@
 //! means a live run (skipped, and flagged when held for longer than the leak threshold); free or
 //! absent means an orphan, reaped by [`crate::docker::teardown`] while the janitor holds the lock, after
 //! which the lock file is unlinked.
+//!
+//! Only apps of this janitor's own setup are candidates (J10): a run's resources carry a
+//! `ccci.setup` label (a hash of its lock directory, see [`crate::labels`]) and its env file a
+//! `CCCI_SETUP` line, so a second ccci setup on the same host (a developer's runs with their own
+//! lock directory, a test suite's temporary ones) is never taken for orphans. An app with no
+//! setup mark at all is ours only when our lock directory has its lock file. An app kept on
+//! purpose carries `ccci.keep-until` and is left alone until then (J11).
 //!
 //! This module owns those decisions. It must never steal a held lock, never reap on a guess
 //! (an unreadable lock file, env file or lock directory, or a swarm it cannot see, is skipped
@@ -24,14 +31,11 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::docker::api::{Engine, Kind};
 use crate::event::{Event, EventSink};
+use crate::labels;
 use crate::naming;
 use crate::sys::lock::{AppLock, Contents, Holder};
 use crate::sys::process::Runner;
 
-/// The label every resource of a ccci run carries; its presence makes a resource a candidate.
-pub const RUN_ID_LABEL: &str = "ccci.run-id";
-/// The app domain of a ccci run's resources.
-pub const DOMAIN_LABEL: &str = "ccci.domain";
 /// The label docker puts on everything a stack creates.
 pub const STACK_LABEL: &str = "com.docker.stack.namespace";
 
@@ -70,6 +74,10 @@ pub enum Action {
     SkippedWarm,
     /// Created after the sweep started (J9).
     SkippedNew,
+    /// Kept on purpose until a time that has not come (J11).
+    SkippedKept,
+    /// Deployed by another ccci setup on this host (J10).
+    SkippedForeign,
     /// Gone by the time the janitor held its lock: another janitor or its own run removed it.
     AlreadyGone,
     /// Could not be judged or not fully removed; the reason says why (J8).
@@ -91,6 +99,9 @@ pub struct Detail {
     /// What a reap could not remove.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<String>,
+    /// Unix seconds a kept app is kept until.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_until: Option<u64>,
 }
 
 /// The result of a sweep; `--json` prints it, the terminal prints [`Summary::line`].
@@ -135,7 +146,11 @@ impl Summary {
             Action::SkippedLive => self.skipped_live += 1,
             Action::FlaggedLeaked => self.flagged_leaked += 1,
             Action::Error => self.errors += 1,
-            Action::SkippedWarm | Action::SkippedNew | Action::AlreadyGone => {}
+            Action::SkippedWarm
+            | Action::SkippedNew
+            | Action::SkippedKept
+            | Action::SkippedForeign
+            | Action::AlreadyGone => {}
         }
         let who = detail
             .domain
@@ -160,6 +175,10 @@ struct Candidate {
     resources: Vec<String>,
     /// The newest creation time seen among its env file and resources.
     newest: Option<SystemTime>,
+    /// The `ccci.setup` labels of its resources and the `CCCI_SETUP` of its env file.
+    setups: BTreeSet<String>,
+    /// The latest `ccci.keep-until` of its resources.
+    keep_until: Option<u64>,
 }
 
 impl Candidate {
@@ -233,6 +252,7 @@ fn problem(domain: Option<&str>, stack: Option<&str>, reason: String) -> Detail 
         holder: None,
         held_secs: None,
         leftovers: Vec::new(),
+        keep_until: None,
     }
 }
 
@@ -328,6 +348,13 @@ impl Sweep<'_> {
                 if candidate.env_file.is_none() {
                     candidate.env_file = Some(path.clone());
                 }
+                // An unreadable file is judged (and refused) when reaped; here it just has no
+                // setup mark.
+                if let Ok(env) = crate::recipe::envfile::EnvFile::read(&path)
+                    && let Some(setup) = env.get(labels::ENV_SETUP)
+                {
+                    candidate.setups.insert(setup.to_string());
+                }
                 // An entry that vanished since the listing is simply not a candidate's creation
                 // time; one that is no regular file is judged (and refused) later.
                 candidate.saw(std::fs::metadata(&path).and_then(|m| m.modified()).ok());
@@ -381,7 +408,7 @@ impl Sweep<'_> {
                 return false;
             }
         };
-        let resources = match engine.list_all(&[RUN_ID_LABEL]) {
+        let resources = match engine.list_all(&[labels::RUN_ID]) {
             Ok(resources) => resources,
             Err(e) => {
                 let reason = format!("cannot list swarm resources ({e}); nothing reaped");
@@ -394,7 +421,7 @@ impl Sweep<'_> {
             let Some(stack) = resource.label(STACK_LABEL).filter(|s| !s.is_empty()) else {
                 continue;
             };
-            let domain = match resource.label(DOMAIN_LABEL) {
+            let domain = match resource.label(labels::DOMAIN) {
                 Some(domain) if naming::stack_name(domain) == stack => domain.to_string(),
                 _ => self.domain_of_stack(stack),
             };
@@ -411,6 +438,15 @@ impl Sweep<'_> {
             candidate
                 .resources
                 .push(format!("{} {}", resource.kind.as_str(), resource.name));
+            if let Some(setup) = resource.label(labels::SETUP) {
+                candidate.setups.insert(setup.to_string());
+            }
+            if let Some(until) = resource
+                .label(labels::KEEP_UNTIL)
+                .and_then(|u| u.parse::<u64>().ok())
+            {
+                candidate.keep_until = Some(candidate.keep_until.map_or(until, |k| k.max(until)));
+            }
             if made_by_a_run(resource.kind) {
                 candidate.saw(resource.created);
             }
@@ -462,10 +498,60 @@ impl Sweep<'_> {
             holder: None,
             held_secs: None,
             leftovers: Vec::new(),
+            keep_until: None,
         };
         // J7: before anything touches the lock directory.
         if self.is_warm(&candidate) {
             let d = detail(Action::SkippedWarm, "warm app, never reaped".into());
+            return summary.push(self.sink, d);
+        }
+        let lock_dir = &self.config.lock_dir;
+        let path = match crate::sys::lock::lock_path(lock_dir, &domain) {
+            Ok(path) => path,
+            Err(e) => return summary.push(self.sink, detail(Action::Error, e.to_string())),
+        };
+        // J10: another setup's app is not ours to judge, whatever our lock directory says.
+        let own = labels::setup_id(lock_dir);
+        let ours = if candidate.setups.is_empty() {
+            path.exists()
+        } else {
+            candidate.setups.contains(&own)
+        };
+        if !ours {
+            let whose = if candidate.setups.is_empty() {
+                "no setup mark and no lock file here".to_string()
+            } else {
+                format!(
+                    "setup {}",
+                    candidate
+                        .setups
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let d = detail(
+                Action::SkippedForeign,
+                format!("not this setup's app ({whose}; this setup is {own}); left alone"),
+            );
+            return summary.push(self.sink, d);
+        }
+        // J11: kept on purpose until a time that has not come.
+        let now_unix = self
+            .opts
+            .now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(until) = candidate.keep_until.filter(|u| *u > now_unix) {
+            let mut d = detail(
+                Action::SkippedKept,
+                format!(
+                    "kept until {}; remove it sooner with: ccci teardown --domain {domain}",
+                    crate::run::record::rfc3339_of_unix(until)
+                ),
+            );
+            d.keep_until = Some(until);
             return summary.push(self.sink, d);
         }
         // J9.
@@ -476,11 +562,6 @@ impl Sweep<'_> {
             );
             return summary.push(self.sink, d);
         }
-        let lock_dir = &self.config.lock_dir;
-        let path = match crate::sys::lock::lock_path(lock_dir, &domain) {
-            Ok(path) => path,
-            Err(e) => return summary.push(self.sink, detail(Action::Error, e.to_string())),
-        };
         // J8: a directory (or anything but a file) where the lock file should be.
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if !meta.is_file() => {

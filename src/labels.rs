@@ -22,6 +22,10 @@ pub const SETUP: &str = "ccci.setup";
 /// Unix seconds until which an app kept on purpose is left alone.
 pub const KEEP_UNTIL: &str = "ccci.keep-until";
 
+/// The env file line that names the setup of the run that created the app, for apps that
+/// have no swarm resources (yet) to carry [`SETUP`].
+pub const ENV_SETUP: &str = "CCCI_SETUP";
+
 /// The labels every resource of one run carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunLabels {

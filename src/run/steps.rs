@@ -164,6 +164,13 @@ impl RunContext<'_> {
         step(&*self.sink, "new app", &self.domain, || {
             self.driver.new_app(&self.app(), version)
         })?;
+        // The setup mark, for a janitor that finds the env file before anything is deployed
+        // (J10): another setup's janitor must leave it alone.
+        let setup = BTreeMap::from([(
+            crate::labels::ENV_SETUP.to_string(),
+            self.labels.setup.clone(),
+        )]);
+        self.apply_env(&setup)?;
         self.apply_env(&self.tests.env)?;
         if let Some(script) = self.trees.file(suite::INSTALL_STEPS) {
             self.run_script(&script, Stage::Install)?;

@@ -43,6 +43,8 @@ pub enum Command {
     Janitor(JanitorArgs),
     /// List app-domain locks: held or free, holder, pid, age.
     Locks(LocksArgs),
+    /// List this setup's test apps: live, kept (until when, and how to remove), or orphaned.
+    Apps(LocksArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]

@@ -222,6 +222,10 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                 exit_code::PASS
             })
         }
+        Command::Apps(args) => {
+            let config = load_config(&cli, &env)?;
+            apps(&config, args.json)
+        }
         Command::Locks(args) => {
             let config = load_config(&cli, &env)?;
             let locks = ccci::sys::lock::list(&config.lock_dir)?;
@@ -250,6 +254,49 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             Ok(exit_code::PASS)
         }
     }
+}
+
+/// `ccci apps`: this setup's test apps and what the janitor would do with each, from a dry-run
+/// sweep (which changes nothing, not even a lock file).
+fn apps(config: &Config, json: bool) -> Result<i32> {
+    use ccci::janitor::{Action, SweepOptions};
+    let runner = ccci::sys::process::Runner::new(Cancel::new());
+    let summary = ccci::janitor::sweep(
+        config,
+        &runner,
+        &SweepOptions::now(true),
+        &ccci::event::Discard,
+    );
+    let apps: Vec<_> = summary
+        .details
+        .iter()
+        .filter(|d| d.domain.is_some() && d.action != Action::SkippedForeign)
+        .collect();
+    if json {
+        out_line(serde_json::to_string_pretty(&apps).unwrap_or_default())?;
+        return Ok(exit_code::PASS);
+    }
+    if apps.is_empty() {
+        render::stderr_line("no test apps of this setup on this host");
+    }
+    for app in &apps {
+        let state = match app.action {
+            Action::SkippedLive => "live",
+            Action::FlaggedLeaked => "leaked?",
+            Action::SkippedKept => "kept",
+            Action::WouldReap => "orphan",
+            Action::SkippedWarm => "warm",
+            Action::SkippedNew => "new",
+            Action::Error => "error",
+            _ => "gone",
+        };
+        out_line(format_args!(
+            "{:<40} {state:<8} {}",
+            app.domain.as_deref().unwrap_or_default(),
+            app.reason
+        ))?;
+    }
+    Ok(exit_code::PASS)
 }
 
 /// Installs the lifetime guards: signals → cancel token, parent-death SIGTERM with orphan
