@@ -181,6 +181,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn regression_a_reused_pid_gets_a_run_directory_of_its_own() {
+        let runs = tempfile::tempdir().unwrap();
+        let first = RunDir::create_manual(runs.path()).unwrap();
+        assert_eq!(first.id, RunDir::manual_id());
+        std::fs::write(first.run_json(), "{}").unwrap();
+        // The same pid again (as after pid reuse): a new directory, the old run untouched.
+        let second = RunDir::create_manual(runs.path()).unwrap();
+        assert_ne!(second.id, first.id);
+        assert!(second.id.starts_with(&format!("{}.", first.id)));
+        assert!(first.run_json().exists());
+        let third = RunDir::create_manual(runs.path()).unwrap();
+        assert_ne!(third.id, second.id);
+    }
+
+    #[test]
     fn run_ids_are_single_path_components() {
         assert!(RunDir::validate_id("manual-12").is_ok());
         assert!(RunDir::validate_id("pr-7.3").is_ok());
