@@ -5,6 +5,7 @@
 pub mod api;
 pub(crate) mod cli;
 mod diagnostics;
+pub mod host;
 pub mod inspect;
 mod readiness;
 mod swarm;

@@ -37,6 +37,9 @@ pub struct OverlayInput<'a> {
     pub run_labels: &'a [(String, String)],
     /// Short commit of the checked-out tree, when the change itself is deployed.
     pub chaos_version: Option<&'a str>,
+    /// The host has no IPVS (the swarm's virtual IPs do not answer): deploy services with
+    /// `endpoint_mode: dnsrr`, so one service reaches another by its name.
+    pub dnsrr: bool,
     /// The recipe's `compose.ccci.yml.j2`, when it has one.
     pub template: Option<&'a Path>,
     /// Env file variables and the like, available in the template as `env`.
@@ -114,16 +117,9 @@ fn base_overlay(input: &OverlayInput) -> Value {
     for service in input.compose.services() {
         let mut spec = Mapping::new();
         if let Some(hc) = service.healthcheck.as_ref().filter(|hc| hc.enabled()) {
-            let start = hc
-                .start_period
-                .unwrap_or_default()
-                .max(input.min_start_period);
             spec.insert(
                 "healthcheck".into(),
-                Value::Mapping(mapping([(
-                    "start_period",
-                    string(&format_go_duration(start)),
-                )])),
+                Value::Mapping(healthcheck(hc, input.min_start_period)),
             );
         }
         let mut labels = run_labels();
@@ -134,10 +130,11 @@ fn base_overlay(input: &OverlayInput) -> Value {
             labels.insert(labels::chaos(input.stack).into(), string("true"));
             labels.insert(labels::chaos_version(input.stack).into(), string(commit));
         }
-        spec.insert(
-            "deploy".into(),
-            Value::Mapping(mapping([("labels", Value::Mapping(labels))])),
-        );
+        let mut deploy = mapping([("labels", Value::Mapping(labels))]);
+        if input.dnsrr && !publishes_through_ingress(compose, &service.name) {
+            deploy.insert("endpoint_mode".into(), string("dnsrr"));
+        }
+        spec.insert("deploy".into(), Value::Mapping(deploy));
         services.insert(service.name.into(), Value::Mapping(spec));
     }
 
@@ -171,6 +168,60 @@ fn base_overlay(input: &OverlayInput) -> Value {
         }
     }
     Value::Mapping(overlay)
+}
+
+/// The fastest healthcheck interval the overlay sets.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Docker's defaults for what a healthcheck leaves out.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_RETRIES: u32 = 3;
+
+/// The healthcheck ccci deploys a service with. A container is first checked one interval
+/// after it starts, so a recipe's `interval: 30s` makes every deploy wait 30 s for nothing:
+/// the interval is shortened to [`CHECK_INTERVAL`] and `retries` scaled so that the time a
+/// failing container has before it is declared unhealthy stays what the recipe declared
+/// (interval × retries). The start period is widened to `min_start_period` so a slow first
+/// boot is not killed half-way.
+fn healthcheck(hc: &crate::recipe::compose::Healthcheck, min_start_period: Duration) -> Mapping {
+    let start = hc.start_period.unwrap_or_default().max(min_start_period);
+    let mut spec = mapping([("start_period", string(&format_go_duration(start)))]);
+    let interval = hc.interval.unwrap_or(DEFAULT_INTERVAL);
+    if interval > CHECK_INTERVAL {
+        let retries = hc.retries.unwrap_or(DEFAULT_RETRIES).max(1);
+        let window = interval.as_millis() * u128::from(retries);
+        let scaled = window.div_ceil(CHECK_INTERVAL.as_millis());
+        let scaled = u32::try_from(scaled).unwrap_or(u32::MAX);
+        spec.insert(
+            "interval".into(),
+            string(&format_go_duration(CHECK_INTERVAL)),
+        );
+        spec.insert("retries".into(), Value::Number(scaled.into()));
+    }
+    spec
+}
+
+/// True when `service` publishes a port through the swarm's ingress (the default mode of a
+/// published port): such a service must keep its virtual IP, docker refuses dnsrr for it.
+fn publishes_through_ingress(compose: &Value, service: &str) -> bool {
+    let Some(ports) = compose
+        .get("services")
+        .and_then(|s| s.get(service))
+        .and_then(|s| s.get("ports"))
+        .and_then(Value::as_sequence)
+    else {
+        return false;
+    };
+    ports.iter().any(|port| match port {
+        // The short syntax ("8080:80") always publishes through the ingress when it publishes.
+        Value::String(text) => text.contains(':'),
+        Value::Number(_) => false,
+        Value::Mapping(long) => {
+            long.get("published").is_some()
+                && long.get("mode").and_then(Value::as_str) != Some("host")
+        }
+        _ => false,
+    })
 }
 
 /// A string the deploy will not interpolate: docker reads `$` in compose values as a variable.
@@ -382,6 +433,7 @@ networks:
             run_id: "r42",
             run_labels: &f.run_labels,
             chaos_version: None,
+            dnsrr: false,
             template,
             template_vars: &f.vars,
         }
@@ -462,6 +514,62 @@ networks:
             labels.get(labels::DEADLINE).and_then(Value::as_str),
             Some("none")
         );
+    }
+
+    fn one_file(text: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yml"), text).unwrap();
+        let compose = Compose::load(dir.path(), &["compose.yml".into()], &BTreeMap::new()).unwrap();
+        Fixture {
+            dir,
+            compose,
+            vars: BTreeMap::new(),
+            run_labels: run_labels(None),
+        }
+    }
+
+    #[test]
+    fn slow_healthcheck_intervals_are_shortened_keeping_the_unhealthy_window() {
+        let f = one_file(
+            "services:\n  db:\n    image: db:1\n    healthcheck:\n      test: [CMD, pg_isready]\n      interval: 30s\n      retries: 10\n  dflt:\n    image: d:1\n    healthcheck:\n      test: [CMD, 'true']\n  fast:\n    image: f:1\n    healthcheck:\n      test: [CMD, 'true']\n      interval: 500ms\n      retries: 3\n",
+        );
+        let v = parsed(&generate(&input(&f, None)).unwrap());
+        let hc = |s: &str| at(&v, &["services", s, "healthcheck"]).unwrap().clone();
+        let db = hc("db");
+        assert_eq!(db.get("interval").and_then(Value::as_str), Some("1s"));
+        // 30 s × 10 retries = 300 s before unhealthy, as the recipe declared.
+        assert_eq!(db.get("retries").and_then(Value::as_u64), Some(300));
+        assert_eq!(
+            db.get("start_period").and_then(Value::as_str),
+            Some("15m0s")
+        );
+        // Docker's defaults (30 s, 3 retries) when the recipe leaves them out.
+        assert_eq!(hc("dflt").get("retries").and_then(Value::as_u64), Some(90));
+        // Already faster than ccci's interval: left as the recipe wrote it.
+        assert!(hc("fast").get("interval").is_none());
+        assert!(hc("fast").get("retries").is_none());
+    }
+
+    #[test]
+    fn without_ipvs_services_use_dnsrr_unless_they_publish_through_the_ingress() {
+        let f = one_file(
+            "services:\n  app:\n    image: a:1\n  web:\n    image: w:1\n    ports: ['8080:80']\n  hostport:\n    image: h:1\n    ports:\n      - {target: 80, published: 8081, mode: host}\n  long:\n    image: l:1\n    ports:\n      - {target: 80, published: 8082}\n  exposed:\n    image: e:1\n    ports: ['80']\n",
+        );
+        let mode = |v: &Value, s: &str| {
+            at(v, &["services", s, "deploy", "endpoint_mode"])
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let mut inp = input(&f, None);
+        let v = parsed(&generate(&inp).unwrap());
+        assert_eq!(mode(&v, "app"), None, "a host with IPVS keeps virtual IPs");
+        inp.dnsrr = true;
+        let v = parsed(&generate(&inp).unwrap());
+        assert_eq!(mode(&v, "app").as_deref(), Some("dnsrr"));
+        assert_eq!(mode(&v, "hostport").as_deref(), Some("dnsrr"));
+        assert_eq!(mode(&v, "exposed").as_deref(), Some("dnsrr"));
+        assert_eq!(mode(&v, "web"), None);
+        assert_eq!(mode(&v, "long"), None);
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn preview_overlay(
         }
         .pairs(),
         chaos_version: Some(git::short(&commit)),
+        dnsrr: !crate::docker::host::has_ipvs(),
         template: template.as_deref(),
         template_vars: &vars,
     })

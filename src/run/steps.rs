@@ -210,6 +210,15 @@ impl RunContext<'_> {
             .unwrap_or(self.host.config.min_start_period);
         let template = self.trees.file(overlay::TEMPLATE_FILE);
         let chaos = git::short(&self.commit).to_string();
+        let dnsrr = !crate::docker::host::has_ipvs();
+        if dnsrr && self.deployed.borrow().is_none() {
+            self.sink.event(&Event::Notice {
+                message: "this host has no IPVS (service virtual IPs do not answer): services \
+                          are deployed with endpoint_mode dnsrr, except those publishing ports \
+                          through the ingress"
+                    .into(),
+            });
+        }
         let path = overlay::apply(
             &dir,
             &mut env,
@@ -222,6 +231,7 @@ impl RunContext<'_> {
                 run_id: &self.run_dir.id,
                 run_labels: &self.labels.pairs(),
                 chaos_version: matches!(version, Version::Chaos).then_some(chaos.as_str()),
+                dnsrr,
                 template: template.as_deref(),
                 template_vars: &vars,
             },
