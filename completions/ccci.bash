@@ -31,6 +31,9 @@ _ccci() {
             ccci,deploy)
                 cmd="ccci__subcmd__deploy"
                 ;;
+            ccci,doctor)
+                cmd="ccci__subcmd__doctor"
+                ;;
             ccci,fetch)
                 cmd="ccci__subcmd__fetch"
                 ;;
@@ -79,6 +82,9 @@ _ccci() {
             ccci__subcmd__help,deploy)
                 cmd="ccci__subcmd__help__subcmd__deploy"
                 ;;
+            ccci__subcmd__help,doctor)
+                cmd="ccci__subcmd__help__subcmd__doctor"
+                ;;
             ccci__subcmd__help,fetch)
                 cmd="ccci__subcmd__help__subcmd__fetch"
                 ;;
@@ -119,7 +125,7 @@ _ccci() {
 
     case "${cmd}" in
         ccci)
-            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help"
+            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,6 +256,24 @@ _ccci() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ccci__subcmd__doctor)
+            opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ccci__subcmd__fetch)
             opts="-h -V --run --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -273,7 +297,7 @@ _ccci() {
             return 0
             ;;
         ccci__subcmd__help)
-            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor locks apps completions man help"
+            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -343,6 +367,20 @@ _ccci() {
             return 0
             ;;
         ccci__subcmd__help__subcmd__deploy)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ccci__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod docker;
+pub mod doctor;
 pub mod driver;
 pub mod error;
 pub mod event;

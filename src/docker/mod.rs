@@ -7,6 +7,7 @@ pub(crate) mod cli;
 mod diagnostics;
 pub mod host;
 pub mod inspect;
+pub mod network;
 mod readiness;
 mod swarm;
 pub mod teardown;

@@ -189,12 +189,48 @@ impl RunContext<'_> {
                 self.write_overlay(version)
             })?;
         }
+        self.ensure_proxy_network()?;
         self.deploy_started.set(Some(SystemTime::now()));
         step(&*self.sink, "deploy", &detail, || {
             self.driver.deploy(&self.app(), version)
         })?;
         *self.deployed.borrow_mut() = Some(version.clone());
         Ok(())
+    }
+
+    /// Creates the external `proxy` network a Co-op Cloud server has, when the app's compose
+    /// files attach to it and this host lacks it.
+    fn ensure_proxy_network(&self) -> Result<()> {
+        let Ok(compose) = self.compose() else {
+            // Unreadable files: the deploy says why, in the deployer's words.
+            return Ok(());
+        };
+        let external_proxy = compose
+            .value()
+            .get("networks")
+            .and_then(|n| n.get(crate::docker::network::PROXY))
+            .and_then(|n| n.get("external"))
+            .is_some_and(|e| {
+                !matches!(
+                    e,
+                    crate::yaml::Value::Bool(false) | crate::yaml::Value::Null
+                )
+            });
+        if external_proxy && crate::docker::network::ensure_proxy_network(&self.runner)? {
+            self.sink.event(&Event::Notice {
+                message: "created the external `proxy` network (attachable overlay) the recipe \
+                          attaches to, as a Co-op Cloud server has it"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The app's compose model as deployed: every file of its `COMPOSE_FILE`, interpolated.
+    fn compose(&self) -> Result<Compose> {
+        let env = EnvFile::read(&self.env_file())?;
+        let vars = driver::stack::deploy_vars(&self.app(), &env);
+        Compose::load(&self.recipe_dir(), &env.compose_files(), &vars)
     }
 
     fn write_overlay(&self, version: &Version) -> Result<PathBuf> {
@@ -339,9 +375,7 @@ impl RunContext<'_> {
         if let Some(m) = &self.tests.marker {
             return Some(m.clone());
         }
-        let env = EnvFile::read(&self.env_file()).ok()?;
-        let vars = driver::stack::deploy_vars(&self.app(), &env);
-        let compose = Compose::load(&self.recipe_dir(), &env.compose_files(), &vars).ok()?;
+        let compose = self.compose().ok()?;
         compose.services().into_iter().find_map(|s| {
             if s.labels.get("backupbot.backup").map(String::as_str) != Some("true") {
                 return None;

@@ -41,6 +41,8 @@ pub enum Command {
     Teardown(TeardownArgs),
     /// Reap what killed runs leaked; never touches a live run.
     Janitor(JanitorArgs),
+    /// Check this host for ccci: docker, swarm, IPVS, abra, the proxy network, lock and runs dirs.
+    Doctor(LocksArgs),
     /// List app-domain locks: held or free, holder, pid, age.
     Locks(LocksArgs),
     /// List this setup's test apps: live, kept (until when, and how to remove), or orphaned.

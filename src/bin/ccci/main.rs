@@ -222,6 +222,29 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                 exit_code::PASS
             })
         }
+        Command::Doctor(args) => {
+            let config = load_config(&cli, &env)?;
+            let runner = ccci::sys::process::Runner::new(Cancel::new());
+            let checks = ccci::doctor::check_host(&config, &runner);
+            if args.json {
+                out_line(serde_json::to_string_pretty(&checks).unwrap_or_default())?;
+            } else {
+                for check in &checks {
+                    let level = match check.level {
+                        ccci::doctor::Level::Ok => console::style("ok  ").green(),
+                        ccci::doctor::Level::Warn => console::style("warn").yellow(),
+                        ccci::doctor::Level::Fail => console::style("FAIL").red().bold(),
+                    };
+                    out_line(format_args!("{level} {:<14} {}", check.name, check.detail))?;
+                }
+            }
+            let failed = checks.iter().any(|c| c.level == ccci::doctor::Level::Fail);
+            Ok(if failed {
+                exit_code::INFRA
+            } else {
+                exit_code::PASS
+            })
+        }
         Command::Apps(args) => {
             let config = load_config(&cli, &env)?;
             apps(&config, args.json)
