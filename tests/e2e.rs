@@ -222,7 +222,7 @@ fn slow_database_without_the_overlay_fails_fast_with_the_kill() {
 }
 
 #[test]
-fn missing_image_fails_fast_with_the_swarms_reason() {
+fn missing_image_is_named_before_anything_is_deployed() {
     let sb = Sandbox::new();
     sb.config("");
     let repo = recipe_repo(
@@ -239,10 +239,17 @@ fn missing_image_fails_fast_with_the_swarms_reason() {
         "--run-id",
         "e2e-badimage",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // No registry answers here: the host cannot get the image, which is no verdict on the
+    // recipe (a registry saying the image does not exist would be).
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let record = sb.record("e2e-badimage");
     let reason = record.reason.clone().unwrap_or_default();
-    assert!(reason.contains("No such image"), "{reason}");
+    assert!(
+        reason.starts_with("service app: image ccci-no-such-image:404 is not on this host"),
+        "{reason}"
+    );
+    let log = std::fs::read_to_string(sb.path("runs/e2e-badimage/log")).unwrap();
+    assert!(!log.contains(" deploy:"), "nothing may be deployed:\n{log}");
     sb.assert_nothing_left(&record);
 }
 

@@ -6,6 +6,7 @@ pub mod api;
 pub(crate) mod cli;
 mod diagnostics;
 pub mod host;
+pub mod image;
 pub mod inspect;
 pub mod network;
 mod readiness;

@@ -190,6 +190,7 @@ impl RunContext<'_> {
             })?;
         }
         self.ensure_proxy_network()?;
+        self.ensure_images()?;
         self.deploy_started.set(Some(SystemTime::now()));
         step(&*self.sink, "deploy", &detail, || {
             self.driver.deploy(&self.app(), version)
@@ -222,6 +223,19 @@ impl RunContext<'_> {
                           attaches to, as a Co-op Cloud server has it"
                     .into(),
             });
+        }
+        Ok(())
+    }
+
+    /// Every image the app uses is here or pulled, before anything is deployed.
+    fn ensure_images(&self) -> Result<()> {
+        let compose = self.compose()?;
+        for service in compose.services() {
+            if let Some(image) = &service.image {
+                step(&*self.sink, "image", image, || {
+                    crate::docker::image::ensure_available(&self.runner, &service.name, image)
+                })?;
+            }
         }
         Ok(())
     }
