@@ -14,6 +14,7 @@ use super::{App, Driver, Version};
 use crate::docker::Swarm;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::recipe::backup::BackupTarget;
 use crate::recipe::compose::Compose;
 use crate::recipe::envfile::EnvFile;
 use crate::sys::process::{Cmd, Runner};
@@ -135,42 +136,7 @@ impl StackDriver {
     fn backup_targets(&self, app: &App) -> Result<Vec<BackupTarget>> {
         let env = EnvFile::read(&app.env_file())?;
         let compose = self.compose(app, &env)?;
-        let mut targets = Vec::new();
-        for service in compose.services() {
-            let label = |k: &str| service.labels.get(k).cloned();
-            if label("backupbot.backup").as_deref() != Some("true") {
-                continue;
-            }
-            let paths: Vec<String> = match label("backupbot.backup.path") {
-                Some(p) => p
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                None => service
-                    .volumes
-                    .iter()
-                    .filter(|v| {
-                        label(&format!("backupbot.backup.volumes.{}", v.source)).as_deref()
-                            != Some("false")
-                    })
-                    .map(
-                        |v| match label(&format!("backupbot.backup.volumes.{}.path", v.source)) {
-                            Some(sub) => format!("{}/{}", v.target.trim_end_matches('/'), sub),
-                            None => v.target.clone(),
-                        },
-                    )
-                    .collect(),
-            };
-            targets.push(BackupTarget {
-                service: service.name.clone(),
-                paths,
-                backup_pre: label("backupbot.backup.pre-hook"),
-                backup_post: label("backupbot.backup.post-hook"),
-                restore_pre: label("backupbot.restore.pre-hook"),
-                restore_post: label("backupbot.restore.post-hook"),
-            });
-        }
+        let targets = crate::recipe::backup::targets(&compose);
         if targets.is_empty() {
             return Err(Error::Config(format!(
                 "recipe {} declares no backups (no service has the label backupbot.backup=true)",
@@ -197,15 +163,6 @@ impl StackDriver {
         }
         Ok(())
     }
-}
-
-struct BackupTarget {
-    service: String,
-    paths: Vec<String>,
-    backup_pre: Option<String>,
-    backup_post: Option<String>,
-    restore_pre: Option<String>,
-    restore_post: Option<String>,
 }
 
 impl Driver for StackDriver {

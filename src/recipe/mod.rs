@@ -2,6 +2,7 @@
 //! compose model, ccci's overlay, the per-recipe test trees, and the app's own readiness probe.
 //! Reads and writes files in the run's recipe tree; deploys nothing.
 
+pub mod backup;
 pub mod compose;
 pub mod envfile;
 pub mod git;

@@ -49,8 +49,8 @@ pub trait Steps {
     fn run_tests(&self, stage: Stage) -> StepResult;
     /// True once something is deployed.
     fn is_deployed(&self) -> bool;
-    /// Where data markers go, when the recipe says.
-    fn marker(&self) -> Option<Marker>;
+    /// Where data markers go: what the recipe backs up (or its ccci.yml names).
+    fn markers(&self) -> Vec<Marker>;
     fn write_marker(&self, marker: &Marker, value: &str) -> Result<()>;
     fn read_marker(&self, marker: &Marker) -> Result<String>;
     /// Proves the change is what runs (the chaos-version label).
@@ -335,33 +335,41 @@ impl Machine<'_> {
         if !steps.is_deployed() {
             self.deploy_base(base, Stage::Upgrade)?;
         }
-        let marker = steps.marker();
+        let markers = steps.markers();
         let value = format!("ccci-upgrade-{}", steps.change());
-        match &marker {
-            Some(m) => steps.check(Stage::Upgrade, "write data before the upgrade", &mut || {
-                steps.write_marker(m, &value)
-            })?,
-            None => steps.sink().event(&Event::Notice {
+        if markers.is_empty() {
+            steps.sink().event(&Event::Notice {
                 message: "no marker location (no `marker` in ccci.yml and no backupbot path): data survival is not checked".into(),
-            }),
+            });
+        }
+        for m in &markers {
+            steps.check(
+                Stage::Upgrade,
+                &format!("write data before the upgrade ({}:{})", m.service, m.path),
+                &mut || steps.write_marker(m, &value),
+            )?;
         }
         steps.deploy_change()?;
         steps.ready(Stage::Upgrade)?;
         steps.check(Stage::Upgrade, "the change is what runs", &mut || {
             steps.verify_change_runs()
         })?;
-        if let Some(m) = &marker {
-            steps.check(Stage::Upgrade, "data survived the upgrade", &mut || {
-                let found = steps.read_marker(m)?;
-                if found == value {
-                    Ok(())
-                } else {
-                    Err(Error::Infra(format!(
-                        "data written before the upgrade is gone: {} holds `{found}`",
-                        m.path
-                    )))
-                }
-            })?;
+        for m in &markers {
+            steps.check(
+                Stage::Upgrade,
+                &format!("data survived the upgrade ({}:{})", m.service, m.path),
+                &mut || {
+                    let found = steps.read_marker(m)?;
+                    if found == value {
+                        Ok(())
+                    } else {
+                        Err(Error::Infra(format!(
+                            "data written before the upgrade is gone: {} holds `{found}`",
+                            m.path
+                        )))
+                    }
+                },
+            )?;
         }
         steps.run_tests(Stage::Upgrade)?;
         steps.hook("post_upgrade", Stage::Upgrade)
@@ -374,32 +382,48 @@ impl Machine<'_> {
             steps.deploy_fresh(&Version::Chaos)?;
             steps.ready(Stage::Backup)?;
         }
-        let Some(marker) = steps.marker() else {
+        let markers = steps.markers();
+        if markers.is_empty() {
             return Err(Failure::Error(Error::Config(
-                "the backup stage needs a marker location: add `marker` to the recipe's ccci.yml or a backupbot.backup.path label".into(),
+                "the backup stage needs a marker location: add `marker` to the recipe's ccci.yml or backupbot labels naming a directory".into(),
             )));
-        };
+        }
         let original = format!("ccci-backup-{}", steps.change());
-        steps.check(Stage::Backup, "write marker", &mut || {
-            steps.write_marker(&marker, &original)
-        })?;
+        let at = |m: &Marker| format!("{}:{}", m.service, m.path);
+        for m in &markers {
+            steps.check(
+                Stage::Backup,
+                &format!("write marker ({})", at(m)),
+                &mut || steps.write_marker(m, &original),
+            )?;
+        }
         steps.check(Stage::Backup, "back up", &mut || steps.backup())?;
-        steps.check(Stage::Backup, "mutate marker", &mut || {
-            steps.write_marker(&marker, "mutated")
-        })?;
+        for m in &markers {
+            steps.check(
+                Stage::Backup,
+                &format!("mutate marker ({})", at(m)),
+                &mut || steps.write_marker(m, "mutated"),
+            )?;
+        }
         steps.check(Stage::Backup, "restore", &mut || steps.restore())?;
         steps.ready(Stage::Backup)?;
-        steps.check(Stage::Backup, "marker restored", &mut || {
-            let found = steps.read_marker(&marker)?;
-            if found == original {
-                Ok(())
-            } else {
-                Err(Error::Infra(format!(
-                    "restore did not bring the data back: {} holds `{found}`",
-                    marker.path
-                )))
-            }
-        })?;
+        for m in &markers {
+            steps.check(
+                Stage::Backup,
+                &format!("marker restored ({})", at(m)),
+                &mut || {
+                    let found = steps.read_marker(m)?;
+                    if found == original {
+                        Ok(())
+                    } else {
+                        Err(Error::Infra(format!(
+                            "restore did not bring the data back: {} in {} holds `{found}`",
+                            m.path, m.service
+                        )))
+                    }
+                },
+            )?;
+        }
         steps.run_tests(Stage::Backup)?;
         steps.hook("post_backup", Stage::Backup)
     }
@@ -577,11 +601,11 @@ mod tests {
         fn is_deployed(&self) -> bool {
             self.deployed.get()
         }
-        fn marker(&self) -> Option<Marker> {
-            Some(Marker {
+        fn markers(&self) -> Vec<Marker> {
+            vec![Marker {
                 service: "app".into(),
                 path: "/data/m".into(),
-            })
+            }]
         }
         fn write_marker(&self, _: &Marker, value: &str) -> Result<()> {
             self.call_plain("write_marker")?;

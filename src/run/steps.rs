@@ -383,32 +383,49 @@ impl RunContext<'_> {
         }
     }
 
-    /// Where data markers go: the recipe's `marker`, else the first backup path of the first
-    /// service that declares backups.
-    pub(crate) fn marker(&self) -> Option<suite::Marker> {
+    /// Where data markers go: the recipe's `marker` when its ccci.yml names one; else one in
+    /// every path every backed-up service's backupbot labels name (see
+    /// [`crate::recipe::backup`]), so a restore that skips a service or a path is caught.
+    /// Only paths that are directories in the running container get one: a path a backup hook
+    /// creates later (a dump file or directory) must not be pre-empted by a marker.
+    pub(crate) fn markers(&self) -> Vec<suite::Marker> {
         if let Some(m) = &self.tests.marker {
-            return Some(m.clone());
+            return vec![m.clone()];
         }
-        let compose = self.compose().ok()?;
-        compose.services().into_iter().find_map(|s| {
-            if s.labels.get("backupbot.backup").map(String::as_str) != Some("true") {
-                return None;
+        let Ok(compose) = self.compose() else {
+            return Vec::new();
+        };
+        let mut markers = Vec::new();
+        for target in crate::recipe::backup::targets(&compose) {
+            if target.paths.is_empty() {
+                continue;
             }
-            let path = match s.labels.get("backupbot.backup.path") {
-                Some(p) => p.split(',').next()?.trim().to_string(),
-                None => s.volumes.first()?.target.clone(),
+            let probe = target
+                .paths
+                .iter()
+                .map(|p| format!("[ -d '{0}' ] && echo '{0}'", p.replace('\'', "")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let Ok(out) = self.swarm.exec(
+                &self.stack,
+                &target.service,
+                &["sh".into(), "-c".into(), format!("{probe}; true")],
+                None,
+            ) else {
+                continue;
             };
-            Some(suite::Marker {
-                service: s.name.clone(),
-                path: format!("{}/ccci-marker", path.trim_end_matches('/')),
-            })
-        })
+            markers.extend(out.stdout_str().lines().map(|dir| suite::Marker {
+                service: target.service.clone(),
+                path: format!("{}/ccci-marker", dir.trim_end_matches('/')),
+            }));
+        }
+        markers
     }
 
     /// Writes `value` into the marker file inside its service.
     pub(crate) fn write_marker(&self, marker: &suite::Marker, value: &str) -> Result<()> {
         let script = format!(
-            "mkdir -p \"$(dirname '{0}')\" && printf '%s' '{1}' > '{0}'",
+            "printf '%s' '{1}' > '{0}'",
             marker.path.replace('\'', ""),
             value.replace('\'', "")
         );
@@ -636,8 +653,8 @@ impl Steps for RunContext<'_> {
         self.deployed.borrow().is_some()
     }
 
-    fn marker(&self) -> Option<suite::Marker> {
-        RunContext::marker(self)
+    fn markers(&self) -> Vec<suite::Marker> {
+        RunContext::markers(self)
     }
 
     fn write_marker(&self, marker: &suite::Marker, value: &str) -> Result<()> {
