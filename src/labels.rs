@@ -79,6 +79,11 @@ pub fn chaos_version(stack: &str) -> String {
     format!("coop-cloud.{stack}.chaos-version")
 }
 
+/// `coop-cloud.<stack>.timeout`: how long abra waits for the deploy to converge, in seconds.
+pub fn timeout(stack: &str) -> String {
+    format!("coop-cloud.{stack}.timeout")
+}
+
 /// `coop-cloud.<stack>.version`: the release a recipe's main service says it runs.
 pub fn version(stack: &str) -> String {
     format!("coop-cloud.{stack}.version")

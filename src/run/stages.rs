@@ -55,6 +55,8 @@ pub trait Steps {
     fn read_marker(&self, marker: &Marker) -> Result<String>;
     /// Proves the change is what runs (the chaos-version label).
     fn verify_change_runs(&self) -> Result<()>;
+    /// Proves the release `tag` is what runs (the version label).
+    fn verify_release_runs(&self, tag: &str) -> Result<()>;
     fn backup(&self) -> Result<()>;
     fn restore(&self) -> Result<()>;
     /// Collects diagnostics; the swarm's top reason, when it has one.
@@ -326,7 +328,12 @@ impl Machine<'_> {
         self.steps
             .deploy_fresh(&version)
             .map_err(|f| f.on_base(base))?;
-        self.steps.ready(stage).map_err(|f| f.on_base(base))
+        self.steps.ready(stage).map_err(|f| f.on_base(base))?;
+        self.steps
+            .check(stage, "the release is what runs", &mut || {
+                self.steps.verify_release_runs(base)
+            })
+            .map_err(|f| f.on_base(base))
     }
 
     fn upgrade(&self, base: &str) -> StepResult {
@@ -619,6 +626,9 @@ mod tests {
         fn verify_change_runs(&self) -> Result<()> {
             self.call_plain("verify_change_runs")
         }
+        fn verify_release_runs(&self, _: &str) -> Result<()> {
+            self.call_plain("verify_release_runs")
+        }
         fn backup(&self) -> Result<()> {
             self.call_plain("backup")?;
             *self.backed_up.borrow_mut() = self.marker_value.borrow().clone();
@@ -732,6 +742,14 @@ mod tests {
         let fake = Fake::new(&Stage::ALL).failing("run_tests", Fault::CheckFails);
         drive(&fake, &plan(&Stage::ALL));
         assert_eq!(fake.verdict(), Some(Verdict::Fail));
+    }
+
+    #[test]
+    fn a_release_that_runs_another_version_is_base_failed() {
+        let fake = Fake::new(&Stage::ALL).failing("verify_release_runs", Fault::CheckFails);
+        drive(&fake, &plan(&Stage::ALL));
+        assert_eq!(fake.verdict(), Some(Verdict::BaseFailed));
+        assert_eq!(fake.count("deploy_change"), 0);
     }
 
     #[test]

@@ -308,6 +308,7 @@ impl RunContext<'_> {
         let timeout = self
             .tests
             .deploy_timeout
+            .or_else(|| self.recipe_timeout())
             .unwrap_or(self.host.config.deploy_timeout);
         let since = self.deploy_started.get().unwrap_or_else(SystemTime::now);
         let started = Instant::now();
@@ -379,6 +380,46 @@ impl RunContext<'_> {
             ))),
             None => Err(Error::Infra(format!(
                 "no service carries the label {key}: cannot prove the change is what runs"
+            ))),
+        }
+    }
+
+    /// The deploy timeout the recipe declares as abra reads it: the
+    /// `coop-cloud.<stack>.timeout` label (seconds), the longest if several services carry one.
+    fn recipe_timeout(&self) -> Option<Duration> {
+        let key = crate::labels::timeout(&self.stack);
+        let compose = self.compose().ok()?;
+        compose
+            .services()
+            .iter()
+            .filter_map(|s| s.labels.get(&key)?.trim().parse::<u64>().ok())
+            .max()
+            .map(|secs| Duration::from_secs(secs).min(crate::config::MAX_DURATION))
+    }
+
+    /// Proves a published release is what runs: the `coop-cloud.<stack>.version` label the
+    /// recipe puts on its main service names the release's tag (the release counterpart of
+    /// the chaos-version proof). A recipe version without the label cannot be checked: said,
+    /// not failed.
+    pub(crate) fn verify_release_version(&self, tag: &str) -> Result<()> {
+        let key = crate::labels::version(&self.stack);
+        let services = self.swarm.services(&self.stack)?;
+        let found: Vec<String> = services
+            .iter()
+            .filter_map(|s| s.labels.get(&key).cloned())
+            .collect();
+        if found.is_empty() {
+            self.sink.event(&Event::Notice {
+                message: format!(
+                    "no service carries the label {key}: cannot check that release {tag} is what runs"
+                ),
+            });
+            return Ok(());
+        }
+        match found.iter().find(|label| label.as_str() != tag) {
+            None => Ok(()),
+            Some(label) => Err(Error::Infra(format!(
+                "release {tag} says it is {label} (label {key}): the release's version label was not bumped"
             ))),
         }
     }
@@ -667,6 +708,10 @@ impl Steps for RunContext<'_> {
 
     fn verify_change_runs(&self) -> Result<()> {
         self.verify_chaos_version()
+    }
+
+    fn verify_release_runs(&self, tag: &str) -> Result<()> {
+        self.verify_release_version(tag)
     }
 
     fn backup(&self) -> Result<()> {
