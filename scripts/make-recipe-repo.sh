@@ -58,6 +58,9 @@ for d in "${dirs[@]}"; do
 
   find "$dest" -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {} +
   cp -a "$fixture/$d/." "$dest/"
+  # A fresh index makes git hash every file: `cp -a` keeps mtimes and sizes, and a reused
+  # inode within the same second would let git's stat cache take a changed file for the old.
+  rm -f "$dest/.git/index"
   g add --all .
 
   if [[ $name =~ $version_re ]]; then
