@@ -151,6 +151,11 @@ impl Cmd {
         &self.args
     }
 
+    /// Whether the child's output goes to the runner's log sink ([`Cmd::log_output`]).
+    pub fn logs_output(&self) -> bool {
+        self.log_output
+    }
+
     pub fn get_env(&self, key: &str) -> Option<&OsStr> {
         self.env
             .iter()
