@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::event::EventSink;
-use crate::sys::process::{Output, Runner};
+use crate::sys::process::{Cmd, Output, Runner};
 
 use super::cli;
 use super::inspect;
@@ -88,6 +88,10 @@ pub struct ExecIo {
     pub stdout_file: Option<PathBuf>,
     /// How long the command may run.
     pub timeout: Option<Duration>,
+    /// Copy the command's output, line by line, to the runner's log sink as it arrives,
+    /// whether or not it succeeds: what hooks use, so their output is always in the run log.
+    /// Never for a stream of data (a tar of a backup).
+    pub log_output: bool,
 }
 
 impl Swarm {
@@ -179,25 +183,7 @@ impl Swarm {
             )));
         }
         let container = self.running_container_id(stack, service)?;
-        let interactive = io.stdin.is_some() || io.stdin_file.is_some();
-        let mut cmd = crate::sys::process::Cmd::new(cli::DOCKER).arg("exec");
-        if interactive {
-            cmd = cmd.arg("-i");
-        }
-        cmd = cmd.arg(&container).args(command);
-        if let Some(bytes) = io.stdin {
-            cmd = cmd.stdin_bytes(bytes);
-        }
-        if let Some(path) = io.stdin_file {
-            cmd = cmd.stdin_file(path);
-        }
-        if let Some(path) = io.stdout_file {
-            cmd = cmd.stdout_file(path);
-        }
-        if let Some(timeout) = io.timeout {
-            cmd = cmd.timeout(timeout);
-        }
-        cli::output(&self.runner, &cmd)
+        cli::output(&self.runner, &exec_cmd(&container, command, io))
     }
 
     /// The running container of `<stack>_<service>`: its id, health and mounts.
@@ -246,6 +232,32 @@ impl Swarm {
             Err(cli::failed(&format!("inspect image {image}"), &out))
         }
     }
+}
+
+/// `docker exec` of `command` in `container`, connected as `io` says.
+fn exec_cmd(container: &str, command: &[String], io: ExecIo) -> Cmd {
+    let interactive = io.stdin.is_some() || io.stdin_file.is_some();
+    let mut cmd = Cmd::new(cli::DOCKER).arg("exec");
+    if interactive {
+        cmd = cmd.arg("-i");
+    }
+    cmd = cmd.arg(container).args(command);
+    if let Some(bytes) = io.stdin {
+        cmd = cmd.stdin_bytes(bytes);
+    }
+    if let Some(path) = io.stdin_file {
+        cmd = cmd.stdin_file(path);
+    }
+    if let Some(path) = io.stdout_file {
+        cmd = cmd.stdout_file(path);
+    }
+    if let Some(timeout) = io.timeout {
+        cmd = cmd.timeout(timeout);
+    }
+    if io.log_output {
+        cmd = cmd.log_output();
+    }
+    cmd
 }
 
 /// Judges `docker info --format '{{json .Swarm}}'`.
@@ -316,6 +328,29 @@ mod tests {
                 .contains("raft failed")
         );
         assert!(check_swarm_info("nope").is_err());
+    }
+
+    #[test]
+    fn regression_exec_could_not_log_the_output_of_a_hook_that_succeeded() {
+        let hook = ["sh", "-c", "pg_dump app > /tmp/dump.sql"].map(String::from);
+        let cmd = exec_cmd(
+            "c0ffee",
+            &hook,
+            ExecIo {
+                log_output: true,
+                ..ExecIo::default()
+            },
+        );
+        assert!(cmd.logs_output());
+        assert_eq!(
+            cmd.get_args(),
+            ["exec", "c0ffee", "sh", "-c", "pg_dump app > /tmp/dump.sql"]
+        );
+        let tar = ["tar", "-cf", "-", "data"].map(String::from);
+        assert!(
+            !exec_cmd("c0ffee", &tar, ExecIo::default()).logs_output(),
+            "a data stream is never copied to the log"
+        );
     }
 
     #[test]

@@ -148,11 +148,14 @@ impl StackDriver {
 
     fn hook(&self, swarm: &Swarm, app: &App, service: &str, hook: &Option<String>) -> Result<()> {
         if let Some(hook) = hook {
-            let out = swarm.exec(
+            let out = swarm.exec_with(
                 app.stack,
                 service,
                 &["sh".into(), "-c".into(), hook.clone()],
-                None,
+                crate::docker::ExecIo {
+                    log_output: true,
+                    ..Default::default()
+                },
             )?;
             if !out.success() {
                 return Err(Error::Infra(format!(

@@ -6,8 +6,15 @@
 //! **overrides** the bundled one whole; hooks and the compose template are taken from the
 //! first tree that has them; test executables in `<stage>.d/` **extend**: all trees' tests run,
 //! a higher tree's file replacing a lower tree's file of the same name.
+//!
+//! Every file in `<stage>.d/` is a test, except documentation and leftovers: names starting
+//! with `.`, `README*` and `*.md` (any case), and editor or merge leftovers (`*~`, `#*#`,
+//! `*.bak`, `*.orig`, `*.rej`, `*.swp`); subdirectories are left alone for tests' helpers. A
+//! test that is not executable is a configuration error, never a silent skip: a forgotten
+//! `chmod +x` must not read as a pass.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -214,22 +221,54 @@ impl TestTrees {
     }
 
     /// The test executables of `stage`, by file name across all trees, a higher tree's file
-    /// replacing a lower tree's file of the same name; in name order.
-    pub fn tests(&self, stage: Stage) -> Vec<PathBuf> {
-        let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for dir in self.dirs.iter().rev() {
-            let Ok(entries) = std::fs::read_dir(dir.join(format!("{stage}.d"))) else {
-                continue;
+    /// replacing a lower tree's file of the same name; in name order. Fails when one of them
+    /// cannot be run.
+    pub fn tests(&self, stage: Stage) -> Result<Vec<PathBuf>> {
+        let mut by_name: BTreeMap<OsString, PathBuf> = BTreeMap::new();
+        for tree in self.dirs.iter().rev() {
+            let dir = tree.join(format!("{stage}.d"));
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read", &dir, e)),
             };
-            for entry in entries.flatten() {
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("read", &dir, e))?;
                 let path = entry.path();
-                if crate::sys::process::is_executable(&path) {
-                    by_name.insert(entry.file_name().to_string_lossy().into_owned(), path);
+                if is_test_name(&entry.file_name()) && !path.is_dir() {
+                    by_name.insert(entry.file_name(), path);
                 }
             }
         }
-        by_name.into_values().collect()
+        // Only the files that would run are judged: one shadowed by a higher tree never runs.
+        for path in by_name.values() {
+            if std::fs::metadata(path).is_err() {
+                return Err(Error::Config(format!(
+                    "test {} cannot be read (a broken link?): fix or remove it",
+                    path.display()
+                )));
+            }
+            if !crate::sys::process::is_executable(path) {
+                return Err(Error::Config(format!(
+                    "test {0} is not executable: run `chmod +x {0}`",
+                    path.display()
+                )));
+            }
+        }
+        Ok(by_name.into_values().collect())
     }
+}
+
+/// Whether a file in `<stage>.d/` is meant as a test (see the module header).
+fn is_test_name(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    let lower = name.to_ascii_lowercase();
+    let leftover = name.ends_with('~')
+        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#'))
+        || [".bak", ".orig", ".rej", ".swp"]
+            .iter()
+            .any(|ext| lower.ends_with(ext));
+    !(name.starts_with('.') || lower.starts_with("readme") || lower.ends_with(".md") || leftover)
 }
 
 /// The tests-recipes roots in precedence order: `--tests-dir`, the config's `tests_dir`, the
@@ -336,7 +375,7 @@ marker: {service: app, path: /data/m}
         std::fs::write(low.join("demo/ccci.yml"), "upgrade_from: '1.0.0'").unwrap();
         std::fs::write(high.join("demo/ccci.yml"), "min_start_period: 1m").unwrap();
         let trees = TestTrees::find("demo", &[high.clone(), low.clone()]);
-        let tests = trees.tests(Stage::Install);
+        let tests = trees.tests(Stage::Install).unwrap();
         assert_eq!(
             tests,
             vec![
@@ -352,5 +391,63 @@ marker: {service: app, path: /data/m}
             Some(low.join("demo/pre_install"))
         );
         assert!(TestTrees::find("other", &[high, low]).is_generic());
+    }
+
+    fn write(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn regression_a_test_without_its_executable_bit_was_silently_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(&tmp.path().join("demo/install.d/10-runs"), 0o755);
+        let forgotten = tmp.path().join("demo/install.d/20-forgotten");
+        write(&forgotten, 0o644);
+        let trees = TestTrees::find("demo", &[tmp.path().to_path_buf()]);
+        let err = trees.tests(Stage::Install).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "test {0} is not executable: run `chmod +x {0}`",
+                forgotten.display()
+            )
+        );
+    }
+
+    #[test]
+    fn documentation_and_leftovers_are_not_tests() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("demo/install.d");
+        write(&dir.join("10-runs"), 0o755);
+        for name in ["README", "readme.txt", "NOTES.md", ".helper", "#10-runs#"] {
+            write(&dir.join(name), 0o644);
+        }
+        for name in ["10-runs~", "10-runs.bak", "10-runs.orig", "10-runs.rej"] {
+            write(&dir.join(name), 0o755);
+        }
+        std::fs::create_dir(dir.join("lib")).unwrap();
+        let trees = TestTrees::find("demo", &[tmp.path().to_path_buf()]);
+        assert_eq!(
+            trees.tests(Stage::Install).unwrap(),
+            vec![dir.join("10-runs")]
+        );
+        assert_eq!(trees.tests(Stage::Upgrade).unwrap(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_non_executable_file_shadowed_by_a_higher_tree_is_not_judged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (high, low) = (tmp.path().join("high"), tmp.path().join("low"));
+        write(&low.join("demo/install.d/10-check"), 0o644);
+        write(&high.join("demo/install.d/10-check"), 0o755);
+        let trees = TestTrees::find("demo", &[high.clone(), low]);
+        assert_eq!(
+            trees.tests(Stage::Install).unwrap(),
+            vec![high.join("demo/install.d/10-check")]
+        );
     }
 }

@@ -503,9 +503,10 @@ impl RunContext<'_> {
         }
     }
 
-    /// Runs the stage's test executables from the recipe's test trees.
+    /// Runs the stage's test executables from the recipe's test trees. A test that cannot be
+    /// run fails the step as ccci's configuration error before any test runs.
     pub(crate) fn run_tests(&self, stage: Stage) -> StepResult {
-        for test in self.trees.tests(stage) {
+        for test in self.trees.tests(stage)? {
             let name = test
                 .file_name()
                 .map(|n| format!("{stage}.d/{}", n.to_string_lossy()))
@@ -522,7 +523,7 @@ impl RunContext<'_> {
                 self.check(stage, name, || self.run_script(&path, stage))
             }
             Some(path) => Err(Failure::Error(Error::Config(format!(
-                "hook {} is not executable: chmod +x it",
+                "hook {0} is not executable: run `chmod +x {0}`",
                 path.display()
             )))),
             None => Ok(()),

@@ -5,14 +5,20 @@
 //! group, a grace period, then SIGKILL. A child is ended when the run is cancelled (a signal or
 //! the deadline) or when its own timeout passes. stdout and stderr are read on their own
 //! threads so a chatty child never blocks on a full pipe.
+//!
+//! Nothing here ever waits on a child's output without a bound. Once the child has exited (or
+//! been ended), its pipes get a short drain; a pipe still open after it is held by something
+//! the child left behind (a hook's `sleep 600 &`), so the group is ended and the rest of the
+//! output abandoned. The exited child is reaped only after that, so its pid keeps naming its
+//! group until the group has been signalled.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -23,6 +29,13 @@ use crate::sys::cancel::Cancel;
 /// How often a wait re-checks the cancel token and the timeout. Waits wake on the child's exit
 /// at once; this only bounds how late they notice a cancellation.
 const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// How long the readers may go on collecting a child's output after it exited. What the child
+/// wrote is in the pipe by then and is read in well under a millisecond; the drain only runs
+/// out when something the child left behind still holds a pipe open. A second leaves a loaded
+/// machine ample time to schedule the readers (and to copy a full pipe to the log) and is
+/// small next to what any hook or test does; a misbehaving one costs that second once.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// Receives each line a child prints when its command asked for its output to be logged.
 pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
@@ -138,6 +151,11 @@ impl Cmd {
         &self.args
     }
 
+    /// Whether the child's output goes to the runner's log sink ([`Cmd::log_output`]).
+    pub fn logs_output(&self) -> bool {
+        self.log_output
+    }
+
     pub fn get_env(&self, key: &str) -> Option<&OsStr> {
         self.env
             .iter()
@@ -238,6 +256,12 @@ pub enum CommandError {
     TimedOut { command: String, timeout: Duration },
     #[error("`{command}` was stopped: the run was interrupted")]
     Cancelled { command: String, signal: i32 },
+    #[error("failed to wait for `{command}`: {source}")]
+    Wait {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn describe_status(output: &Output) -> String {
@@ -272,6 +296,8 @@ impl CommandError {
 pub struct Runner {
     cancel: Option<Cancel>,
     grace: Duration,
+    /// How long a child's output is collected after the child exited ([`DRAIN`]).
+    drain: Duration,
     sink: Option<LineSink>,
     /// A hard stop for every child this runner starts (teardown's budget).
     until: Option<Instant>,
@@ -282,6 +308,7 @@ impl std::fmt::Debug for Runner {
         f.debug_struct("Runner")
             .field("cancel", &self.cancel)
             .field("grace", &self.grace)
+            .field("drain", &self.drain)
             .field("until", &self.until)
             .finish_non_exhaustive()
     }
@@ -293,6 +320,7 @@ impl Runner {
         Runner {
             cancel: Some(cancel),
             grace: Duration::from_secs(5),
+            drain: DRAIN,
             sink: None,
             until: None,
         }
@@ -401,19 +429,60 @@ impl Runner {
             });
         }
         let sink = cmd.log_output.then(|| self.sink.clone()).flatten();
-        let stdout = child.stdout.take().map(|pipe| collect(pipe, sink.clone()));
-        let stderr = child.stderr.take().map(|pipe| collect(pipe, sink));
-        let status = self.wait(&mut child, cmd.timeout, &display, started)?;
-        let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
-        };
+        let capture = Capture::start(child.stdout.take(), child.stderr.take(), sink);
+        if let Err(e) = self.wait(&mut child, cmd.timeout, &display, started) {
+            // The group has been ended, so the pipes close at once unless a process escaped
+            // the group; either way the last lines get their chance to reach the log.
+            capture.finished_within(self.drain);
+            return Err(e);
+        }
+        let cancelled = self.settle(&child, &capture);
+        let status = child.wait().map_err(|source| CommandError::Wait {
+            command: display.clone(),
+            source,
+        })?;
+        if let Some(signal) = cancelled {
+            return Err(CommandError::Cancelled {
+                command: display,
+                signal,
+            });
+        }
+        let (stdout, stderr) = capture.take();
         Ok(Output {
             code: status.code(),
             signal: status.signal(),
-            stdout: join(stdout),
-            stderr: join(stderr),
+            stdout,
+            stderr,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// After the child exited: lets the readers collect what is left in the pipes for at most
+    /// the drain period. When a pipe is still held open after it (by something the child left
+    /// in its group), or the run is cancelled meanwhile, ends the group (TERM, up to the grace
+    /// period for the pipes to close, KILL) and leaves the rest of the output unread. Returns
+    /// the signal that cancelled the run, if one did.
+    fn settle(&self, child: &Child, capture: &Capture) -> Option<i32> {
+        let until = Instant::now() + self.drain;
+        let cancelled = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if capture.finished_within(left.min(CHECK_EVERY)) {
+                return None;
+            }
+            if let Some(signal) = self.cancel.as_ref().and_then(Cancel::signal) {
+                break Some(signal);
+            }
+            if left.is_zero() {
+                break None;
+            }
+        };
+        // The child is exited but not reaped: its pid still names its group, no other.
+        let group = Pid::from_raw(child.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        if !capture.finished_within(self.grace) {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        cancelled
     }
 
     /// Runs `cmd` and fails unless it exits 0.
@@ -434,21 +503,22 @@ impl Runner {
         self.run(cmd).map(|o| o.stdout_str())
     }
 
-    /// Waits for `child`, ending its group when the run is cancelled or time runs out.
+    /// Waits for `child` to exit, without reaping it; ends (and reaps) its group when the run
+    /// is cancelled or time runs out.
     fn wait(
         &self,
         child: &mut Child,
         timeout: Option<Duration>,
         display: &str,
         started: Instant,
-    ) -> Result<std::process::ExitStatus, CommandError> {
+    ) -> Result<(), CommandError> {
         let deadline = [timeout.map(|t| started + t), self.until]
             .into_iter()
             .flatten()
             .min();
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Ok(status);
+            if has_exited(child) {
+                return Ok(());
             }
             if let Some(signal) = self.cancel.as_ref().and_then(Cancel::signal) {
                 self.end_group(child);
@@ -499,69 +569,132 @@ impl Runner {
     }
 }
 
-/// Blocks until `child` exits or `period` passes, without reaping it. Uses waitid(WNOWAIT) so
-/// the exit is noticed the moment it happens rather than at the next poll.
-fn wait_briefly(child: &Child, period: Duration) {
-    use nix::sys::wait::{Id, WaitPidFlag, waitid};
-    let pid = Pid::from_raw(child.id() as i32);
-    let until = Instant::now() + period;
-    while Instant::now() < until {
-        match waitid(
-            Id::Pid(pid),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
-        ) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            _ => return,
-        }
+/// True once `child` has exited, without reaping it: until it is reaped its pid names its
+/// process group and nothing else, so signalling the group cannot reach a stranger. Uses
+/// waitid(WNOWAIT).
+fn has_exited(child: &Child) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    match waitid(
+        Id::Pid(Pid::from_raw(child.id() as i32)),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
+    ) {
+        Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => false,
+        // Anything else, ECHILD included, leaves nothing to wait for.
+        _ => true,
     }
 }
 
-/// Ends `child` and everything in its process group: SIGTERM, up to `grace`, then SIGKILL.
+/// Blocks until `child` exits or `period` passes, without reaping it, so the exit is noticed
+/// within milliseconds rather than at the next check.
+fn wait_briefly(child: &Child, period: Duration) {
+    let until = Instant::now() + period;
+    while Instant::now() < until && !has_exited(child) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Ends `child` and everything in its process group: SIGTERM, up to `grace`, then SIGKILL;
+/// reaps the child.
 pub fn terminate_group(child: &mut Child, grace: Duration) {
     let group = Pid::from_raw(child.id() as i32);
-    if let Ok(Some(_)) = child.try_wait() {
-        // The leader is gone, but its group may live on: make sure of it.
-        let _ = killpg(group, Signal::SIGKILL);
-        return;
-    }
-    let _ = killpg(group, Signal::SIGTERM);
-    let until = Instant::now() + grace;
-    while Instant::now() < until {
-        if let Ok(Some(_)) = child.try_wait() {
-            let _ = killpg(group, Signal::SIGKILL);
-            return;
+    if !has_exited(child) {
+        let _ = killpg(group, Signal::SIGTERM);
+        let until = Instant::now() + grace;
+        while Instant::now() < until && !has_exited(child) {
+            wait_briefly(child, CHECK_EVERY);
         }
-        wait_briefly(child, CHECK_EVERY);
     }
+    // The leader may be gone while its group lives on: make sure of it. Not yet reaped, the
+    // leader still holds the group's number.
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait();
 }
 
-/// Reads a pipe to its end on a thread, copying complete lines to `sink` as they arrive.
-fn collect(
-    pipe: impl Read + Send + 'static,
+/// A child's stdout and stderr, each read on its own thread into a buffer that can be taken at
+/// any moment, so the output can be abandoned without joining a reader that something the
+/// child left behind keeps blocked on an open pipe.
+struct Capture {
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Nothing is ever sent on it: it disconnects once every reader has reached the end of its
+    /// pipe.
+    open: Receiver<()>,
+}
+
+impl Capture {
+    fn start(
+        stdout: Option<std::process::ChildStdout>,
+        stderr: Option<std::process::ChildStderr>,
+        sink: Option<LineSink>,
+    ) -> Capture {
+        let (reading, open) = mpsc::channel();
+        let capture = Capture {
+            stdout: Arc::default(),
+            stderr: Arc::default(),
+            open,
+        };
+        if let Some(pipe) = stdout {
+            read_into(pipe, &capture.stdout, sink.clone(), reading.clone());
+        }
+        if let Some(pipe) = stderr {
+            read_into(pipe, &capture.stderr, sink, reading);
+        }
+        capture
+    }
+
+    /// Waits at most `limit` for every reader to reach the end of its pipe; true if they did.
+    fn finished_within(&self, limit: Duration) -> bool {
+        matches!(
+            self.open.recv_timeout(limit),
+            Err(RecvTimeoutError::Disconnected)
+        )
+    }
+
+    /// What has been read so far: (stdout, stderr).
+    fn take(&self) -> (Vec<u8>, Vec<u8>) {
+        let take = |buf: &Mutex<Vec<u8>>| {
+            std::mem::take(&mut *buf.lock().unwrap_or_else(PoisonError::into_inner))
+        };
+        (take(&self.stdout), take(&self.stderr))
+    }
+}
+
+/// Reads `pipe` to its end on a thread into `buf`, copying lines to `sink` as they arrive (a
+/// last line without a newline at the end). Drops `reading` when done.
+fn read_into(
+    mut pipe: impl Read + Send + 'static,
+    buf: &Arc<Mutex<Vec<u8>>>,
     sink: Option<LineSink>,
-) -> std::thread::JoinHandle<Vec<u8>> {
+    reading: Sender<()>,
+) {
+    let buf = Arc::clone(buf);
     std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut reader = BufReader::new(pipe);
+        let _reading = reading;
+        let mut chunk = [0u8; 8192];
         let mut line = Vec::new();
         loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if let Some(sink) = &sink {
-                        sink(String::from_utf8_lossy(&line).trim_end());
-                    }
-                    all.extend_from_slice(&line);
-                }
+            let n = match pipe.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            buf.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(&chunk[..n]);
+            let Some(sink) = &sink else { continue };
+            line.extend_from_slice(&chunk[..n]);
+            while let Some(end) = line.iter().position(|&b| b == b'\n') {
+                sink(String::from_utf8_lossy(&line[..end]).trim_end());
+                line.drain(..=end);
             }
         }
-        all
-    })
+        if let Some(sink) = &sink {
+            if !line.is_empty() {
+                sink(String::from_utf8_lossy(&line).trim_end());
+            }
+        }
+    });
 }
 
 /// The child behind a [`LineStream`] closed its output (it exited).
@@ -683,6 +816,190 @@ mod tests {
             matches!(err, CommandError::Cancelled { signal: 15, .. }),
             "{err}"
         );
+    }
+
+    /// Runs `f` on its own thread; the test then waits for its result with a bound, so a
+    /// liveness check fails instead of hanging the test run.
+    fn in_background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx
+    }
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// The pid a script wrote to `path`, waiting (bounded) for the write to land.
+    fn pid_in(path: &Path) -> i32 {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pid = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            if let Some(pid) = pid {
+                return pid;
+            }
+            assert!(
+                Instant::now() < until,
+                "{} was never written",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// True when `pid` has exited: gone, or a zombie nobody has reaped yet.
+    fn exited(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
+    }
+
+    /// Waits (bounded) for `pid` to exit.
+    fn exits_soon(pid: i32) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !exited(pid) {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Ends a process a failed test left behind, so a failure costs no stray `sleep 600`.
+    fn end(pid: i32) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+
+    /// `sh -c` a script that prints "hi", leaves `sleep 600` in the background holding
+    /// stdout, writes that sleep's pid to `pidfile`, and exits 0.
+    fn leaves_a_holder(pidfile: &Path) -> Cmd {
+        let script = format!("echo hi; sleep 600 & echo $! > '{}'", pidfile.display());
+        Cmd::new("sh").args(["-c", &script])
+    }
+
+    #[test]
+    fn regression_a_background_grandchild_holding_stdout_hung_the_runner() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let cmd = leaves_a_holder(&pidfile);
+        let runner = Runner::new(Cancel::new());
+        let out = in_background(move || runner.output(&cmd))
+            .recv_timeout(BOUND)
+            .ok();
+        let grandchild = pid_in(&pidfile);
+        let Some(out) = out else {
+            end(grandchild);
+            panic!("output() still waited 10 s after the child exited");
+        };
+        let out = out.unwrap();
+        assert_eq!(out.stdout_str(), "hi\n");
+        assert_eq!(out.code, Some(0));
+        assert!(
+            exits_soon(grandchild),
+            "grandchild {grandchild} outlived the run"
+        );
+    }
+
+    #[test]
+    fn regression_a_background_grandchild_held_a_timed_command_past_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let cmd = leaves_a_holder(&pidfile).timeout(Duration::from_secs(2));
+        let runner = Runner::new(Cancel::new());
+        let started = Instant::now();
+        let out = in_background(move || runner.output(&cmd))
+            .recv_timeout(BOUND)
+            .ok();
+        let grandchild = pid_in(&pidfile);
+        let Some(out) = out else {
+            end(grandchild);
+            panic!("output() still waited 10 s after the child exited, despite a 2 s timeout");
+        };
+        let out = out.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2) + DRAIN + Duration::from_secs(2));
+        assert_eq!(out.stdout_str(), "hi\n");
+        assert_eq!(out.code, Some(0));
+        assert!(
+            exits_soon(grandchild),
+            "grandchild {grandchild} outlived the run"
+        );
+    }
+
+    #[test]
+    fn regression_a_cancel_went_unnoticed_while_a_grandchild_held_stdout() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let childfile = dir.path().join("child.pid");
+        let script = format!(
+            "echo $$ > '{}'; echo hi; sleep 600 & echo $! > '{}'",
+            childfile.display(),
+            pidfile.display()
+        );
+        let cancel = Cancel::new();
+        // A drain far longer than the test's bound: the cancel, not the drain's end, must be
+        // what ends the wait.
+        let runner = Runner {
+            drain: Duration::from_secs(600),
+            ..Runner::new(cancel.clone())
+        };
+        let out = in_background(move || runner.output(&Cmd::new("sh").args(["-c", &script])));
+        // Cancel once the child has exited, while its grandchild still holds stdout.
+        let child = pid_in(&childfile);
+        assert!(exits_soon(child), "the child {child} did not exit");
+        cancel.trip(15);
+        let grandchild = pid_in(&pidfile);
+        let Ok(out) = out.recv_timeout(BOUND) else {
+            end(grandchild);
+            panic!("output() did not return within 10 s of the cancel");
+        };
+        assert!(
+            matches!(out, Err(CommandError::Cancelled { signal: 15, .. })),
+            "{out:?}"
+        );
+        assert!(
+            exits_soon(grandchild),
+            "grandchild {grandchild} outlived the run"
+        );
+    }
+
+    #[test]
+    fn a_last_line_without_a_newline_is_kept_and_logged() {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let runner = Runner::new(Cancel::new()).with_sink(Arc::new(move |l: &str| {
+            seen.lock().unwrap().push(l.to_string())
+        }));
+        let out = runner
+            .run(&Cmd::new("printf").arg("a\\nb").log_output())
+            .unwrap();
+        assert_eq!(out.stdout_str(), "a\nb");
+        assert_eq!(*lines.lock().unwrap(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_holder_outside_the_group_costs_a_bounded_wait_and_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("escaped.pid");
+        // `setsid` puts the sleep in a session (and group) of its own: ending the group cannot
+        // reach it, so its end of stdout stays open and what is left is abandoned.
+        let script = format!(
+            "echo hi; setsid sleep 600 & echo $! > '{}'",
+            pidfile.display()
+        );
+        let runner = Runner::new(Cancel::new()).with_grace(Duration::from_millis(200));
+        let out = in_background(move || runner.output(&Cmd::new("sh").args(["-c", &script])))
+            .recv_timeout(BOUND);
+        let escaped = pid_in(&pidfile);
+        end(escaped);
+        let out = out.expect("output() returned within 10 s").unwrap();
+        assert_eq!(out.stdout_str(), "hi\n");
+        assert_eq!(out.code, Some(0));
     }
 
     #[test]
