@@ -166,7 +166,21 @@ pub fn run_test(host: &Host, req: &TestRequest, user_sink: Arc<dyn EventSink>) -
     let stack = crate::naming::stack_name(&domain);
 
     let trees = steps::test_trees(host, &req.recipe, req.tests_dir.as_deref());
-    let tests = trees.config()?;
+    // The recipe's test tree is checked whole before anything is deployed: a broken ccci.yml
+    // or a test file without its executable bit is one line now, not a failure half-way.
+    let checked = trees.config().and_then(|tests| {
+        for stage in &req.stages {
+            trees.tests(*stage)?;
+        }
+        Ok(tests)
+    });
+    let tests = match checked {
+        Ok(tests) => tests,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&run_dir.path);
+            return Err(e);
+        }
+    };
     let stages: Vec<Stage> = match &tests.stages {
         Some(applicable) => req
             .stages
