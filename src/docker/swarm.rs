@@ -1,10 +1,10 @@
 //! [`Swarm`]: asking the engine about one stack (services, tasks, health), readiness and
 //! diagnostics entry points, and running commands in a service's container.
 //!
-//! Everything goes through the `docker` CLI, run by [`crate::sys::process::Runner`] (so every call
-//! is cancellable and bounded), with JSON output parsed by serde. Never through the engine's
-//! socket directly: the CLI is what users have, it honours `DOCKER_HOST` and contexts, and its
-//! errors are the ones users can look up. This module only reads and execs; it never deploys or
+//! Everything goes through the `docker` CLI as [`super::cli`] builds it (pinned to the resolved
+//! engine endpoint, run by [`crate::sys::process::Runner`], so every call is cancellable and
+//! bounded), with JSON output parsed by serde. Never through the engine's socket directly: the
+//! CLI is what users have, and its errors are the ones users can look up. This module only reads and execs; it never deploys or
 //! removes anything (the drivers deploy, [`crate::docker::teardown`] removes).
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,11 @@ use crate::sys::process::{Output, Runner};
 use super::cli;
 use super::inspect;
 use super::{ContainerInfo, Diagnosis, ServiceState, Snapshot};
+
+/// How long a command in a container may run unless its caller says otherwise: a recipe's
+/// hooks, probes and backups may be slow, but a hung one must not hold the run until its
+/// deadline (or forever, without one).
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The engine, as ccci talks to it.
 #[derive(Clone, Debug)]
@@ -103,7 +108,7 @@ impl Swarm {
     pub fn preflight(&self) -> Result<()> {
         let out = cli::output(
             &self.runner,
-            &cli::cmd(["info", "--format", "{{json .Swarm}}"]),
+            &cli::cmd(["info", "--format", "{{json .Swarm}}"])?,
         )?;
         if let Some(hint) = cli::daemon_hint(&out.stderr_str()) {
             return Err(Error::Infra(hint));
@@ -165,7 +170,8 @@ impl Swarm {
         )
     }
 
-    /// [`Swarm::exec`] with files for stdin and stdout, and a timeout.
+    /// [`Swarm::exec`] with files for stdin and stdout, and a timeout (30 minutes unless
+    /// `io` sets one).
     pub fn exec_with(
         &self,
         stack: &str,
@@ -180,7 +186,7 @@ impl Swarm {
         }
         let container = self.running_container_id(stack, service)?;
         let interactive = io.stdin.is_some() || io.stdin_file.is_some();
-        let mut cmd = crate::sys::process::Cmd::new(cli::DOCKER).arg("exec");
+        let mut cmd = cli::cmd(["exec"])?.timeout(EXEC_TIMEOUT);
         if interactive {
             cmd = cmd.arg("-i");
         }
@@ -236,7 +242,7 @@ impl Swarm {
     pub fn image_present(&self, image: &str) -> Result<bool> {
         let out = cli::output(
             &self.runner,
-            &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image]),
+            &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image])?,
         )?;
         if out.success() {
             Ok(true)

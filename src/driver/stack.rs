@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use super::{App, Driver, Version};
 use crate::docker::Swarm;
+use crate::docker::cli;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::recipe::compose::Compose;
 use crate::recipe::envfile::EnvFile;
-use crate::sys::process::{Cmd, Runner};
+use crate::sys::process::Runner;
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -37,8 +38,8 @@ impl StackDriver {
 
     fn knows_detach(&self, runner: &Runner) -> bool {
         *self.detach_flag.get_or_init(|| {
-            runner
-                .output(&Cmd::new("docker").args(["stack", "deploy", "--help"]))
+            cli::cmd(["stack", "deploy", "--help"])
+                .and_then(|cmd| cli::output(runner, &cmd))
                 .map(|o| o.stdout_str().contains("--detach"))
                 .unwrap_or(false)
         })
@@ -99,17 +100,18 @@ impl StackDriver {
                 [],
                 [(secret.name.as_str(), secret.version.as_str())],
             )?;
-            let exists = app
-                .runner
-                .output(
-                    &Cmd::new("docker").args(["secret", "inspect", "--format", "{{.ID}}", &name]),
-                )?
-                .success();
-            if exists {
+            let inspect = cli::output(
+                app.runner,
+                &cli::cmd(["secret", "inspect", "--format", "{{.ID}}", &name])?,
+            )?;
+            if inspect.success() {
                 continue;
             }
+            if !cli::is_no_such(&inspect.stderr_str()) {
+                return Err(cli::failed(&format!("inspect secret {name}"), &inspect));
+            }
             let value = random_secret(secret.length.unwrap_or(DEFAULT_SECRET_LENGTH))?;
-            let mut cmd = Cmd::new("docker").args(["secret", "create"]);
+            let mut cmd = cli::cmd(["secret", "create"])?;
             cmd = cmd.args([
                 "--label".to_string(),
                 format!("com.docker.stack.namespace={}", app.stack),
@@ -117,8 +119,13 @@ impl StackDriver {
             for (k, v) in &app.labels {
                 cmd = cmd.args(["--label".to_string(), format!("{k}={v}")]);
             }
-            app.runner
-                .run(&cmd.arg(&name).arg("-").stdin_bytes(value.into_bytes()))?;
+            let out = cli::output(
+                app.runner,
+                &cmd.arg(&name).arg("-").stdin_bytes(value.into_bytes()),
+            )?;
+            if !out.success() {
+                return Err(cli::failed(&format!("create secret {name}"), &out));
+            }
         }
         Ok(())
     }
@@ -264,11 +271,11 @@ impl Driver for StackDriver {
             }
             // Pull first so a registry problem is named clearly; if it fails the swarm will
             // reject the task and the readiness watch reports the swarm's own reason.
-            let pull = app.runner.output(
-                &Cmd::new("docker")
-                    .args(["pull", "--quiet", &image])
-                    .timeout(PULL_TIMEOUT),
-            );
+            let pull = cli::cmd(["pull", "--quiet", &image])
+                .and_then(|cmd| cli::output(app.runner, &cmd.timeout(PULL_TIMEOUT)));
+            if let Err(Error::Interrupted(signal)) = pull {
+                return Err(Error::Interrupted(signal));
+            }
             if !matches!(pull, Ok(ref o) if o.success()) {
                 let why = match pull {
                     Ok(o) => o.last_error_line(),
@@ -279,8 +286,7 @@ impl Driver for StackDriver {
                 });
             }
         }
-        let mut cmd =
-            Cmd::new("docker").args(["stack", "deploy", "--prune", "--resolve-image", "never"]);
+        let mut cmd = cli::cmd(["stack", "deploy", "--prune", "--resolve-image", "never"])?;
         if self.knows_detach(app.runner) {
             cmd = cmd.arg("--detach=true");
         }
@@ -289,7 +295,7 @@ impl Driver for StackDriver {
         }
         let cmd = cmd
             .arg(app.stack)
-            .envs(deploy_vars(app, &env))
+            .envs(cli::without_engine_vars(deploy_vars(app, &env)))
             .current_dir(app.recipe_dir())
             .timeout(DEPLOY_TIMEOUT)
             .log_output();
