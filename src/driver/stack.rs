@@ -1,8 +1,9 @@
 //! The `stack` driver: what abra would do, done with the docker CLI. The env file comes from
 //! the recipe's `.env.sample`; secrets are created as `<stack>_<name>_<version>`; the deploy is
 //! `docker stack deploy` with each `COMPOSE_FILE` entry as its own `-c` (docker does not read
-//! that variable) and the env file, `STACK_NAME` and `abra.sh`'s exports in its environment;
-//! backups follow the backupbot labels and hooks, kept in the run directory.
+//! that variable) and the env file, `STACK_NAME` and `abra.sh`'s exports in its environment
+//! (docker refusing those files is the recipe's fault); backups follow the backupbot labels and
+//! hooks, kept in the run directory.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -299,7 +300,10 @@ impl Driver for StackDriver {
             .current_dir(app.recipe_dir())
             .timeout(DEPLOY_TIMEOUT)
             .log_output();
-        app.runner.run(&cmd)?;
+        let out = cli::output(app.runner, &cmd)?;
+        if !out.success() {
+            return Err(super::deploy_failed("docker stack deploy", &out));
+        }
         Ok(())
     }
 
