@@ -46,10 +46,8 @@ pub fn check_host(config: &Config, runner: &Runner) -> Vec<Check> {
         })
     };
 
-    let docker = crate::docker::cli::output(
-        runner,
-        &crate::docker::cli::cmd(["version", "--format", "{{.Server.Version}}"]),
-    );
+    let docker = crate::docker::cli::cmd(["version", "--format", "{{.Server.Version}}"])
+        .and_then(|cmd| crate::docker::cli::output(runner, &cmd));
     let docker_up = match docker {
         Ok(out) if out.success() => {
             push(

@@ -3,9 +3,10 @@
 //!
 //! Why not the docker CLI: each CLI start costs about 40 ms, and the janitor, run from a timer
 //! on every CI host, must sweep an idle host in well under 20 ms; one request here costs about
-//! a millisecond. This module owns that connection and the parsing of its answers. It must never
-//! change anything on the engine by itself (callers choose the method), never follow a TCP
-//! `DOCKER_HOST` (plain-text TCP to a daemon is not something to do quietly), and never read
+//! a millisecond. This module owns that connection and the parsing of its answers; which engine
+//! it connects to is [`super::endpoint`]'s to say, the same one the CLI calls are pinned to. It
+//! must never change anything on the engine by itself (callers choose the method), never follow
+//! a TCP endpoint (plain-text TCP to a daemon is not something to do quietly), and never read
 //! an unbounded answer into memory.
 
 use std::collections::BTreeMap;
@@ -17,11 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::endpoint::Endpoint;
 use crate::error::{Error, Result};
 
 /// The API version every request names; Docker 20.10 speaks it, and newer engines still do.
 pub const API_VERSION: &str = "v1.41";
-const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Larger answers than this are refused rather than buffered.
 const MAX_BODY: usize = 64 << 20;
 const MAX_HEADER_LINE: usize = 16 << 10;
@@ -127,23 +128,15 @@ impl Engine {
         }
     }
 
-    /// The engine the docker CLI would talk to: `DOCKER_HOST` when it is a `unix://` address,
-    /// else `/var/run/docker.sock`.
+    /// The engine of this process's [`super::endpoint::current`]: the one every docker CLI
+    /// call of ccci's talks to as well. Fails for an endpoint that is not a unix socket.
     pub fn from_env() -> Result<Self> {
-        Self::from_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())
+        Self::for_endpoint(super::endpoint::current()?)
     }
 
-    /// [`Engine::from_env`] for a given `DOCKER_HOST` value.
-    pub fn from_docker_host(docker_host: Option<&str>) -> Result<Self> {
-        match docker_host.map(str::trim).filter(|h| !h.is_empty()) {
-            None => Ok(Self::at(DEFAULT_SOCKET)),
-            Some(host) => match host.strip_prefix("unix://") {
-                Some(path) if !path.is_empty() => Ok(Self::at(path)),
-                _ => Err(Error::Infra(format!(
-                    "DOCKER_HOST `{host}` is not a unix socket; ccci talks to the engine over unix://… only"
-                ))),
-            },
-        }
+    /// The engine at `endpoint`, which must be a `unix://` socket.
+    pub fn for_endpoint(endpoint: &Endpoint) -> Result<Self> {
+        endpoint.unix_socket().map(Self::at)
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -644,18 +637,19 @@ mod tests {
     }
 
     #[test]
-    fn docker_host_must_be_a_unix_socket() {
+    fn the_endpoint_must_be_a_unix_socket() {
+        let default = Endpoint::from_host(super::super::endpoint::DEFAULT_HOST);
         assert_eq!(
-            Engine::from_docker_host(None).unwrap().socket(),
-            Path::new(DEFAULT_SOCKET)
+            Engine::for_endpoint(&default).unwrap().socket(),
+            Path::new("/var/run/docker.sock")
         );
         assert_eq!(
-            Engine::from_docker_host(Some("unix:///run/d.sock"))
+            Engine::for_endpoint(&Endpoint::from_host("unix:///run/d.sock"))
                 .unwrap()
                 .socket(),
             Path::new("/run/d.sock")
         );
-        assert!(Engine::from_docker_host(Some("tcp://1.2.3.4:2375")).is_err());
+        assert!(Engine::for_endpoint(&Endpoint::from_host("tcp://1.2.3.4:2375")).is_err());
     }
 
     #[test]

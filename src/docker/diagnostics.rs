@@ -140,7 +140,7 @@ impl Swarm {
             "--tail",
             &tail,
             service_id,
-        ])
+        ])?
         .timeout(LOGS_TIMEOUT);
         timestamped_lines(self.runner(), &cmd, "read the service's logs")
     }
@@ -149,7 +149,7 @@ impl Swarm {
     fn container_logs(&self, container: &str) -> crate::Result<Vec<String>> {
         let tail = LOG_LINES.to_string();
         let cmd =
-            cli::cmd(["logs", "--timestamps", "--tail", &tail, container]).timeout(LOGS_TIMEOUT);
+            cli::cmd(["logs", "--timestamps", "--tail", &tail, container])?.timeout(LOGS_TIMEOUT);
         timestamped_lines(self.runner(), &cmd, "read the container's logs")
     }
 }

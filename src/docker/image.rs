@@ -18,7 +18,7 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn ensure_available(runner: &Runner, service: &str, image: &str) -> Result<()> {
     let inspect = cli::output(
         runner,
-        &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image]),
+        &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image])?,
     )?;
     if inspect.success() {
         return Ok(());
@@ -28,7 +28,7 @@ pub fn ensure_available(runner: &Runner, service: &str, image: &str) -> Result<(
     }
     let pull = cli::output(
         runner,
-        &cli::cmd(["pull", "--quiet", image]).timeout(PULL_TIMEOUT),
+        &cli::cmd(["pull", "--quiet", image])?.timeout(PULL_TIMEOUT),
     )?;
     if pull.success() {
         return Ok(());

@@ -1,10 +1,12 @@
-//! The Docker engine, and only the engine: the CLI calls and the API client, what a stack looks
-//! like (services, tasks, containers), readiness and fail-fast, diagnostics, and teardown.
+//! The Docker engine, and only the engine: which engine (the endpoint, resolved once), the CLI
+//! calls and the API client that both talk to it, what a stack looks like (services, tasks,
+//! containers), readiness and fail-fast, diagnostics, and teardown.
 //! Knows nothing of recipes or runs: callers name a stack and get typed answers.
 
 pub mod api;
 pub(crate) mod cli;
 mod diagnostics;
+pub mod endpoint;
 pub mod host;
 pub mod image;
 pub mod inspect;

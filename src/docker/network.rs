@@ -30,7 +30,7 @@ pub fn proxy_network(runner: &Runner) -> Result<ProxyNetwork> {
             "--format",
             "{{.Driver}} {{.Attachable}} {{.Scope}}",
             PROXY,
-        ]),
+        ])?,
     )?;
     if !out.success() {
         return if cli::is_no_such(&out.stderr_str()) {
@@ -60,7 +60,7 @@ pub fn ensure_proxy_network(runner: &Runner) -> Result<bool> {
         ProxyNetwork::Absent => {
             let out = cli::output(
                 runner,
-                &cli::cmd(["network", "create", "-d", "overlay", "--attachable", PROXY]),
+                &cli::cmd(["network", "create", "-d", "overlay", "--attachable", PROXY])?,
             )?;
             if out.success() || out.stderr_str().contains("already exists") {
                 Ok(true)

@@ -214,17 +214,17 @@ impl Swarm {
         let deadline = started + opts.timeout;
         // Started before the first look, so nothing that happens after it is missed. Without
         // it (docker too old, or it died) the loop still polls every second.
-        let mut events = runner
-            .stream_lines(&cli::cmd([
-                "events",
-                "--format",
-                "{{json .}}",
-                "--filter",
-                "type=container",
-                "--filter",
-                "type=service",
-            ]))
-            .ok();
+        let mut events = cli::cmd([
+            "events",
+            "--format",
+            "{{json .}}",
+            "--filter",
+            "type=container",
+            "--filter",
+            "type=service",
+        ])
+        .ok()
+        .and_then(|cmd| runner.stream_lines(&cmd).ok());
         let mut summary: String;
         let mut emitted: Option<(String, Instant)> = None;
         let mut poll_errors = 0;

@@ -1,10 +1,10 @@
 //! [`Swarm`]: asking the engine about one stack (services, tasks, health), readiness and
 //! diagnostics entry points, and running commands in a service's container.
 //!
-//! Everything goes through the `docker` CLI, run by [`crate::sys::process::Runner`] (so every call
-//! is cancellable and bounded), with JSON output parsed by serde. Never through the engine's
-//! socket directly: the CLI is what users have, it honours `DOCKER_HOST` and contexts, and its
-//! errors are the ones users can look up. This module only reads and execs; it never deploys or
+//! Everything goes through the `docker` CLI as [`super::cli`] builds it (pinned to the resolved
+//! engine endpoint, run by [`crate::sys::process::Runner`], so every call is cancellable and
+//! bounded), with JSON output parsed by serde. Never through the engine's socket directly: the
+//! CLI is what users have, and its errors are the ones users can look up. This module only reads and execs; it never deploys or
 //! removes anything (the drivers deploy, [`crate::docker::teardown`] removes).
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,11 @@ use crate::sys::process::{Cmd, Output, Runner};
 use super::cli;
 use super::inspect;
 use super::{ContainerInfo, Diagnosis, ServiceState, Snapshot};
+
+/// How long a command in a container may run unless its caller says otherwise: a recipe's
+/// hooks, probes and backups may be slow, but a hung one must not hold the run until its
+/// deadline (or forever, without one).
+const EXEC_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The engine, as ccci talks to it.
 #[derive(Clone, Debug)]
@@ -107,7 +112,7 @@ impl Swarm {
     pub fn preflight(&self) -> Result<()> {
         let out = cli::output(
             &self.runner,
-            &cli::cmd(["info", "--format", "{{json .Swarm}}"]),
+            &cli::cmd(["info", "--format", "{{json .Swarm}}"])?,
         )?;
         if let Some(hint) = cli::daemon_hint(&out.stderr_str()) {
             return Err(Error::Infra(hint));
@@ -169,7 +174,8 @@ impl Swarm {
         )
     }
 
-    /// [`Swarm::exec`] with files for stdin and stdout, and a timeout.
+    /// [`Swarm::exec`] with files for stdin and stdout, and a timeout (30 minutes unless
+    /// `io` sets one).
     pub fn exec_with(
         &self,
         stack: &str,
@@ -183,7 +189,7 @@ impl Swarm {
             )));
         }
         let container = self.running_container_id(stack, service)?;
-        cli::output(&self.runner, &exec_cmd(&container, command, io))
+        cli::output(&self.runner, &exec_cmd(&container, command, io)?)
     }
 
     /// The running container of `<stack>_<service>`: its id, health and mounts.
@@ -222,7 +228,7 @@ impl Swarm {
     pub fn image_present(&self, image: &str) -> Result<bool> {
         let out = cli::output(
             &self.runner,
-            &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image]),
+            &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image])?,
         )?;
         if out.success() {
             Ok(true)
@@ -235,9 +241,9 @@ impl Swarm {
 }
 
 /// `docker exec` of `command` in `container`, connected as `io` says.
-fn exec_cmd(container: &str, command: &[String], io: ExecIo) -> Cmd {
+fn exec_cmd(container: &str, command: &[String], io: ExecIo) -> Result<Cmd> {
     let interactive = io.stdin.is_some() || io.stdin_file.is_some();
-    let mut cmd = Cmd::new(cli::DOCKER).arg("exec");
+    let mut cmd = cli::cmd(["exec"])?.timeout(EXEC_TIMEOUT);
     if interactive {
         cmd = cmd.arg("-i");
     }
@@ -257,7 +263,7 @@ fn exec_cmd(container: &str, command: &[String], io: ExecIo) -> Cmd {
     if io.log_output {
         cmd = cmd.log_output();
     }
-    cmd
+    Ok(cmd)
 }
 
 /// Judges `docker info --format '{{json .Swarm}}'`.
@@ -340,7 +346,8 @@ mod tests {
                 log_output: true,
                 ..ExecIo::default()
             },
-        );
+        )
+        .unwrap();
         assert!(cmd.logs_output());
         assert_eq!(
             cmd.get_args(),
@@ -348,7 +355,9 @@ mod tests {
         );
         let tar = ["tar", "-cf", "-", "data"].map(String::from);
         assert!(
-            !exec_cmd("c0ffee", &tar, ExecIo::default()).logs_output(),
+            !exec_cmd("c0ffee", &tar, ExecIo::default())
+                .unwrap()
+                .logs_output(),
             "a data stream is never copied to the log"
         );
     }

@@ -177,7 +177,7 @@ pub fn keep_until(runner: &Runner, stack: &str, until: u64) -> Result<()> {
                 "--label-add",
                 &label,
                 &service,
-            ]),
+            ])?,
         )?;
         if !out.success() {
             return Err(cli::failed(&format!("label service {service}"), &out));
@@ -234,7 +234,7 @@ impl Teardown<'_> {
     }
 
     fn docker(&self, args: &[String]) -> Result<Output> {
-        let mut cmd = cli::cmd(args);
+        let mut cmd = cli::cmd(args)?;
         if let Some(left) = self.runner.remaining() {
             // Never let one call eat the budget the later steps need more than it does.
             cmd = cmd.timeout(left.max(Duration::from_millis(100)));

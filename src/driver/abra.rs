@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{App, Driver, Version};
-use crate::error::Result;
-use crate::sys::process::Cmd;
+use crate::error::{Error, Result};
+use crate::sys::process::{Cmd, CommandError};
 
 /// abra pulls images and talks to the swarm; a deploy that takes longer than this is stuck.
 const ABRA_TIMEOUT: Duration = Duration::from_secs(900);
@@ -21,16 +21,26 @@ impl AbraDriver {
         AbraDriver { program }
     }
 
-    fn run(&self, app: &App, args: Vec<String>) -> Result<()> {
+    fn command(&self, app: &App, args: Vec<String>) -> Cmd {
         // A2: ABRA_DIR in the child's environment only, never in ccci's own.
-        let cmd = Cmd::new(&self.program)
+        Cmd::new(&self.program)
             .args(args)
             .env("ABRA_DIR", app.abra_dir)
             .current_dir(app.abra_dir)
             .timeout(ABRA_TIMEOUT)
-            .log_output();
-        app.runner.run(&cmd)?;
+            .log_output()
+    }
+
+    fn run(&self, app: &App, args: Vec<String>) -> Result<()> {
+        app.runner.run(&self.command(app, args))?;
         Ok(())
+    }
+
+    fn not_found(&self) -> Error {
+        Error::Infra(format!(
+            "abra (`{}`) is not installed or not on PATH: install abra or use --driver stack",
+            self.program.display()
+        ))
     }
 }
 
@@ -99,8 +109,19 @@ impl Driver for AbraDriver {
         )
     }
 
+    /// abra exiting non-zero is abra refusing the recipe ([`Error::Rejected`]), unless it
+    /// could not reach the engine.
     fn deploy(&self, app: &App, version: &Version) -> Result<()> {
-        self.run(app, args::app_deploy(app.domain, version))
+        let cmd = self.command(app, args::app_deploy(app.domain, version));
+        let out = app.runner.output(&cmd).map_err(|e| match e {
+            CommandError::NotFound { .. } => self.not_found(),
+            other => other.into(),
+        })?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(super::deploy_failed("abra app deploy", &out))
+        }
     }
 
     fn backup(&self, app: &App) -> Result<()> {
@@ -115,6 +136,67 @@ impl Driver for AbraDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::App;
+    use crate::event::Recorder;
+    use crate::sys::cancel::Cancel;
+    use crate::sys::process::Runner;
+
+    /// Deploys with `program` standing in for abra.
+    fn deploy_with(program: &std::path::Path) -> Result<()> {
+        let home = tempfile::tempdir().unwrap();
+        let runner = Runner::new(Cancel::new());
+        let sink = Recorder::default();
+        let app = App {
+            runner: &runner,
+            abra_dir: home.path(),
+            recipe_dir: home.path().join("recipes/demo"),
+            env_file: home.path().join("servers/default/d.x.env"),
+            server: "default",
+            recipe: "demo",
+            domain: "d.x",
+            stack: "d_x",
+            labels: Vec::new(),
+            backups: home.path(),
+            sink: &sink,
+        };
+        AbraDriver::new(program.to_path_buf()).deploy(&app, &Version::Chaos)
+    }
+
+    fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn regression_abra_refusing_a_deploy_was_reported_as_a_ccci_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let refuses = script(
+            dir.path(),
+            "refuses",
+            "echo 'FATA unable to deploy: service app: undefined network \"web\"' >&2; exit 1",
+        );
+        let err = deploy_with(&refuses).unwrap_err();
+        assert!(
+            matches!(&err, Error::Rejected(m) if m.contains("undefined network")),
+            "{err:?}"
+        );
+        let down = script(
+            dir.path(),
+            "down",
+            "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2; exit 1",
+        );
+        assert!(matches!(deploy_with(&down), Err(Error::Infra(_))));
+        let missing = deploy_with(&dir.path().join("no-such-abra")).unwrap_err();
+        assert!(
+            matches!(&missing, Error::Infra(m) if m.contains("not installed")),
+            "{missing:?}"
+        );
+        let deploys = script(dir.path(), "deploys", "exit 0");
+        assert!(deploy_with(&deploys).is_ok());
+    }
 
     #[test]
     fn deploys_skip_abra_converge_checks() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::event::EventSink;
-use crate::sys::process::Runner;
+use crate::sys::process::{Output, Runner};
 
 /// Which driver the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +86,24 @@ pub trait Driver: Send + Sync {
     fn restore(&self, app: &App) -> Result<()>;
 }
 
+/// The error for a deployer (`what`, e.g. `docker stack deploy`) that ran and failed. Exiting
+/// non-zero is the deployer refusing the recipe's files: [`Error::Rejected`], the recipe's
+/// fault. Not reaching the engine, or being killed, is the host's: [`Error::Infra`].
+pub(crate) fn deploy_failed(what: &str, out: &Output) -> Error {
+    let said = format!("{}\n{}", out.stderr_str(), out.stdout_str());
+    if let Some(hint) = crate::docker::cli::daemon_hint(&said) {
+        return Error::Infra(hint);
+    }
+    let line = out.last_error_line();
+    match out.code {
+        Some(code) if code != 0 => Error::Rejected(format!("{what} refused the recipe: {line}")),
+        _ => Error::Infra(format!(
+            "{what} was killed before it finished: {}",
+            if line.is_empty() { "no output" } else { &line }
+        )),
+    }
+}
+
 /// Picks the driver. `Auto` falls back to `stack` when abra is not on PATH and says so.
 pub fn select(choice: DriverChoice) -> Result<(Box<dyn Driver>, Option<String>)> {
     let abra = crate::sys::process::find_program("abra");
@@ -101,5 +119,46 @@ pub fn select(choice: DriverChoice) -> Result<(Box<dyn Driver>, Option<String>)>
             Some("abra is not on PATH: using the stack driver (docker stack deploy)".into()),
         )),
         (DriverChoice::Stack, _) => Ok((Box::new(stack::StackDriver::new()), None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(code: Option<i32>, stderr: &str) -> Output {
+        Output {
+            code,
+            signal: code.is_none().then_some(9),
+            stdout: Vec::new(),
+            stderr: stderr.as_bytes().to_vec(),
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_deployer_refusing_the_files_blames_the_recipe_and_an_unreachable_engine_does_not() {
+        let refused = exited(
+            Some(1),
+            "Creating network s_default\nservice app: undefined volume \"data\"\n",
+        );
+        match deploy_failed("docker stack deploy", &refused) {
+            Error::Rejected(m) => assert_eq!(
+                m,
+                "docker stack deploy refused the recipe: service app: undefined volume \"data\""
+            ),
+            other => panic!("{other:?}"),
+        }
+        for down in [
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+            "Got permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock",
+            "error during connect: Get \"http://docker.example/v1.41/info\": dial tcp: lookup docker.example: no such host",
+            "Error response from daemon: This node is not a swarm manager.",
+        ] {
+            let err = deploy_failed("docker stack deploy", &exited(Some(1), down));
+            assert!(matches!(err, Error::Infra(_)), "{down}: {err:?}");
+        }
+        let killed = deploy_failed("abra app deploy", &exited(None, ""));
+        assert!(matches!(killed, Error::Infra(_)), "{killed:?}");
     }
 }

@@ -1,23 +1,26 @@
 //! The `stack` driver: what abra would do, done with the docker CLI. The env file comes from
 //! the recipe's `.env.sample`; secrets are created as `<stack>_<name>_<version>`; the deploy is
 //! `docker stack deploy` with each `COMPOSE_FILE` entry as its own `-c` (docker does not read
-//! that variable) and the env file, `STACK_NAME` and `abra.sh`'s exports in its environment;
-//! backups follow the backupbot labels and hooks, kept in the run directory.
+//! that variable) and the env file, `STACK_NAME` and `abra.sh`'s exports in its environment
+//! (docker refusing those files is the recipe's fault); backups follow the backupbot labels and
+//! hooks, streamed between the service's container and files in the run directory, never held
+//! in memory.
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{App, Driver, Version};
-use crate::docker::Swarm;
+use crate::docker::cli;
+use crate::docker::{ExecIo, Swarm};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::recipe::backup::BackupTarget;
 use crate::recipe::compose::Compose;
 use crate::recipe::envfile::EnvFile;
-use crate::sys::process::{Cmd, Runner};
+use crate::sys::process::Runner;
 
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -38,8 +41,8 @@ impl StackDriver {
 
     fn knows_detach(&self, runner: &Runner) -> bool {
         *self.detach_flag.get_or_init(|| {
-            runner
-                .output(&Cmd::new("docker").args(["stack", "deploy", "--help"]))
+            cli::cmd(["stack", "deploy", "--help"])
+                .and_then(|cmd| cli::output(runner, &cmd))
                 .map(|o| o.stdout_str().contains("--detach"))
                 .unwrap_or(false)
         })
@@ -100,17 +103,18 @@ impl StackDriver {
                 [],
                 [(secret.name.as_str(), secret.version.as_str())],
             )?;
-            let exists = app
-                .runner
-                .output(
-                    &Cmd::new("docker").args(["secret", "inspect", "--format", "{{.ID}}", &name]),
-                )?
-                .success();
-            if exists {
+            let inspect = cli::output(
+                app.runner,
+                &cli::cmd(["secret", "inspect", "--format", "{{.ID}}", &name])?,
+            )?;
+            if inspect.success() {
                 continue;
             }
+            if !cli::is_no_such(&inspect.stderr_str()) {
+                return Err(cli::failed(&format!("inspect secret {name}"), &inspect));
+            }
             let value = random_secret(secret.length.unwrap_or(DEFAULT_SECRET_LENGTH))?;
-            let mut cmd = Cmd::new("docker").args(["secret", "create"]);
+            let mut cmd = cli::cmd(["secret", "create"])?;
             cmd = cmd.args([
                 "--label".to_string(),
                 format!("com.docker.stack.namespace={}", app.stack),
@@ -118,8 +122,13 @@ impl StackDriver {
             for (k, v) in &app.labels {
                 cmd = cmd.args(["--label".to_string(), format!("{k}={v}")]);
             }
-            app.runner
-                .run(&cmd.arg(&name).arg("-").stdin_bytes(value.into_bytes()))?;
+            let out = cli::output(
+                app.runner,
+                &cmd.arg(&name).arg("-").stdin_bytes(value.into_bytes()),
+            )?;
+            if !out.success() {
+                return Err(cli::failed(&format!("create secret {name}"), &out));
+            }
         }
         Ok(())
     }
@@ -224,11 +233,11 @@ impl Driver for StackDriver {
             }
             // Pull first so a registry problem is named clearly; if it fails the swarm will
             // reject the task and the readiness watch reports the swarm's own reason.
-            let pull = app.runner.output(
-                &Cmd::new("docker")
-                    .args(["pull", "--quiet", &image])
-                    .timeout(PULL_TIMEOUT),
-            );
+            let pull = cli::cmd(["pull", "--quiet", &image])
+                .and_then(|cmd| cli::output(app.runner, &cmd.timeout(PULL_TIMEOUT)));
+            if let Err(Error::Interrupted(signal)) = pull {
+                return Err(Error::Interrupted(signal));
+            }
             if !matches!(pull, Ok(ref o) if o.success()) {
                 let why = match pull {
                     Ok(o) => o.last_error_line(),
@@ -239,8 +248,7 @@ impl Driver for StackDriver {
                 });
             }
         }
-        let mut cmd =
-            Cmd::new("docker").args(["stack", "deploy", "--prune", "--resolve-image", "never"]);
+        let mut cmd = cli::cmd(["stack", "deploy", "--prune", "--resolve-image", "never"])?;
         if self.knows_detach(app.runner) {
             cmd = cmd.arg("--detach=true");
         }
@@ -249,11 +257,14 @@ impl Driver for StackDriver {
         }
         let cmd = cmd
             .arg(app.stack)
-            .envs(deploy_vars(app, &env))
+            .envs(cli::without_engine_vars(deploy_vars(app, &env)))
             .current_dir(app.recipe_dir())
             .timeout(DEPLOY_TIMEOUT)
             .log_output();
-        app.runner.run(&cmd)?;
+        let out = cli::output(app.runner, &cmd)?;
+        if !out.success() {
+            return Err(super::deploy_failed("docker stack deploy", &out));
+        }
         Ok(())
     }
 
@@ -262,20 +273,19 @@ impl Driver for StackDriver {
         std::fs::create_dir_all(app.backups).map_err(|e| Error::io("create", app.backups, e))?;
         for target in self.backup_targets(app)? {
             self.hook(&swarm, app, &target.service, &target.backup_pre)?;
-            let mut tar: Vec<String> = vec![
-                "tar".into(),
-                "-cf".into(),
-                "-".into(),
-                "-C".into(),
-                "/".into(),
-            ];
-            tar.extend(
-                target
-                    .paths
-                    .iter()
-                    .map(|p| p.trim_start_matches('/').to_string()),
-            );
-            let out = swarm.exec(app.stack, &target.service, &tar, None)?;
+            let file = backup_file(app, &target.service);
+            // Streamed into a file beside the backup and renamed over it once tar succeeded:
+            // a failed backup leaves the last good one, never a truncated one.
+            let partial = tempfile::Builder::new()
+                .prefix(&format!(".{}.tar.", target.service))
+                .tempfile_in(app.backups)
+                .map_err(|e| Error::io("create a file in", app.backups, e))?;
+            let io = ExecIo {
+                stdout_file: Some(partial.path().to_path_buf()),
+                ..ExecIo::default()
+            };
+            let out =
+                swarm.exec_with(app.stack, &target.service, &tar_create(&target.paths), io)?;
             if !out.success() {
                 return Err(Error::Infra(format!(
                     "backup of {} failed: {}",
@@ -283,8 +293,9 @@ impl Driver for StackDriver {
                     out.last_error_line()
                 )));
             }
-            let file = app.backups.join(format!("{}.tar", target.service));
-            crate::run::record::write_atomic(&file, &out.stdout)?;
+            partial
+                .persist(&file)
+                .map_err(|e| Error::io("rename into place", &file, e.error))?;
             self.hook(&swarm, app, &target.service, &target.backup_post)?;
         }
         Ok(())
@@ -293,17 +304,20 @@ impl Driver for StackDriver {
     fn restore(&self, app: &App) -> Result<()> {
         let swarm = Swarm::new(app.runner.clone());
         for target in self.backup_targets(app)? {
-            let file = app.backups.join(format!("{}.tar", target.service));
-            let bytes = std::fs::read(&file).map_err(|_| {
-                Error::Usage(format!(
+            let file = backup_file(app, &target.service);
+            if !file.is_file() {
+                return Err(Error::Usage(format!(
                     "no backup of {} at {}: run `ccci backup` first",
                     target.service,
                     file.display()
-                ))
-            })?;
+                )));
+            }
             self.hook(&swarm, app, &target.service, &target.restore_pre)?;
-            let tar: Vec<String> = ["tar", "-xf", "-", "-C", "/"].map(String::from).to_vec();
-            let out = swarm.exec(app.stack, &target.service, &tar, Some(bytes))?;
+            let io = ExecIo {
+                stdin_file: Some(file),
+                ..ExecIo::default()
+            };
+            let out = swarm.exec_with(app.stack, &target.service, &tar_extract(), io)?;
             if !out.success() {
                 return Err(Error::Infra(format!(
                     "restore of {} failed: {}",
@@ -315,6 +329,23 @@ impl Driver for StackDriver {
         }
         Ok(())
     }
+}
+
+/// Where the backup of `service` is kept.
+fn backup_file(app: &App, service: &str) -> PathBuf {
+    app.backups.join(format!("{service}.tar"))
+}
+
+/// `tar` writing `paths` (absolute in the container) to its stdout.
+fn tar_create(paths: &[String]) -> Vec<String> {
+    let mut tar: Vec<String> = ["tar", "-cf", "-", "-C", "/"].map(String::from).to_vec();
+    tar.extend(paths.iter().map(|p| p.trim_start_matches('/').to_string()));
+    tar
+}
+
+/// `tar` unpacking its stdin at the container's root.
+fn tar_extract() -> Vec<String> {
+    ["tar", "-xf", "-", "-C", "/"].map(String::from).to_vec()
 }
 
 #[cfg(test)]
@@ -347,5 +378,191 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, random_secret(32).unwrap());
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}
+
+/// The driver against the real single-node swarm of this machine, with the local
+/// `ccci-busybox:1` image; each test deploys under its own stack name and tears it down
+/// whatever happens. `CCCI_SKIP_SWARM_TESTS=1` skips them.
+#[cfg(test)]
+mod on_the_swarm {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::docker::ReadyOptions;
+    use crate::docker::teardown::{self, Target};
+    use crate::event::Recorder;
+    use crate::sys::cancel::Cancel;
+
+    /// A recipe checked out in a scratch directory, as a run would hold it; torn down on drop.
+    struct Scratch {
+        dir: tempfile::TempDir,
+        domain: String,
+        stack: String,
+        runner: Runner,
+        sink: Recorder,
+        backups: std::path::PathBuf,
+    }
+
+    impl Scratch {
+        /// `None` when the swarm tests are skipped.
+        fn new(compose: &str) -> Option<Scratch> {
+            if std::env::var_os("CCCI_SKIP_SWARM_TESTS").is_some_and(|v| v == "1") {
+                return None;
+            }
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let domain = format!(
+                "ccci-d-{}-{}.test",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let recipe = dir.path().join("recipe");
+            std::fs::create_dir_all(&recipe).unwrap();
+            std::fs::write(recipe.join("compose.yml"), compose).unwrap();
+            std::fs::write(recipe.join(".env.sample"), "TYPE=demo\nDOMAIN=\n").unwrap();
+            let backups = dir.path().join("backups");
+            std::fs::create_dir_all(&backups).unwrap();
+            Some(Scratch {
+                backups,
+                stack: crate::naming::stack_name(&domain),
+                domain,
+                dir,
+                runner: Runner::new(Cancel::new()),
+                sink: Recorder::default(),
+            })
+        }
+
+        fn app(&self) -> App<'_> {
+            App {
+                runner: &self.runner,
+                abra_dir: self.dir.path(),
+                recipe_dir: self.dir.path().join("recipe"),
+                env_file: self.dir.path().join("app.env"),
+                server: "default",
+                recipe: "demo",
+                domain: &self.domain,
+                stack: &self.stack,
+                labels: Vec::new(),
+                backups: &self.backups,
+                sink: &self.sink,
+            }
+        }
+
+        fn sh(&self, script: &str) -> String {
+            let out = Swarm::new(self.runner.clone())
+                .exec(
+                    &self.stack,
+                    "app",
+                    &["sh".into(), "-c".into(), script.into()],
+                    None,
+                )
+                .unwrap();
+            assert!(out.success(), "`{script}`: {}", out.stderr_str());
+            out.stdout_str().trim().to_string()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let outcome = teardown::teardown(
+                &self.runner.with_budget(Duration::from_secs(90)),
+                &Target {
+                    domain: self.domain.clone(),
+                    stack: self.stack.clone(),
+                    env_file: None,
+                },
+                &Recorder::default(),
+            );
+            if !outcome.leftovers.is_empty() && !std::thread::panicking() {
+                panic!("teardown of {} left {:?}", self.stack, outcome.leftovers);
+            }
+        }
+    }
+
+    /// The peak resident memory of this process since the last reset, in KiB.
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn regression_backups_were_held_whole_in_memory() {
+        const MIB: u64 = 64;
+        let Some(scratch) = Scratch::new(
+            "version: \"3.8\"\n\
+             services:\n  app:\n    image: ccci-busybox:1\n    command: [\"sleep\", \"3600\"]\n    \
+             volumes:\n      - data:/data\n    \
+             deploy:\n      labels:\n        backupbot.backup: \"true\"\n\
+             volumes:\n  data:\n",
+        ) else {
+            return;
+        };
+        let app = scratch.app();
+        let driver = StackDriver::new();
+        driver.new_app(&app, &Version::Chaos).unwrap();
+        let since = SystemTime::now();
+        driver.deploy(&app, &Version::Chaos).unwrap();
+        let swarm = Swarm::new(scratch.runner.clone());
+        swarm
+            .wait_ready(
+                &scratch.stack,
+                &ReadyOptions {
+                    timeout: Duration::from_secs(90),
+                    since,
+                },
+                &scratch.sink,
+            )
+            .unwrap();
+        scratch.sh(&format!(
+            "dd if=/dev/zero of=/data/big bs=1048576 count={MIB} 2>/dev/null && echo before > /data/marker"
+        ));
+
+        // A backup far larger than anything else this process holds: held in memory, it
+        // would raise the peak resident size by at least its own size.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let peak_before = peak_rss_kib();
+        driver.backup(&app).unwrap();
+        let file = app.backups.join("app.tar");
+        let size = std::fs::metadata(&file).unwrap().len();
+        assert!(size > MIB << 20, "backup of {size} bytes");
+        let left: Vec<_> = std::fs::read_dir(app.backups).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the backup is left: {left:?}");
+
+        scratch.sh("echo after > /data/marker && rm /data/big");
+        driver.restore(&app).unwrap();
+        let grown_mib = peak_rss_kib().saturating_sub(peak_before) / 1024;
+        assert_eq!(scratch.sh("cat /data/marker"), "before");
+        assert_eq!(
+            scratch.sh("wc -c < /data/big"),
+            (MIB << 20).to_string(),
+            "restored"
+        );
+        assert!(
+            grown_mib < MIB / 2,
+            "backup and restore of {MIB} MiB raised the peak memory by {grown_mib} MiB"
+        );
+    }
+
+    #[test]
+    fn regression_a_refused_stack_deploy_was_reported_as_a_ccci_error() {
+        let Some(scratch) = Scratch::new(
+            "version: \"3.8\"\n\
+             services:\n  app:\n    image: ccci-busybox:1\n    volumes:\n      - nosuch:/data\n",
+        ) else {
+            return;
+        };
+        let app = scratch.app();
+        let driver = StackDriver::new();
+        driver.new_app(&app, &Version::Chaos).unwrap();
+        match driver.deploy(&app, &Version::Chaos) {
+            Err(Error::Rejected(m)) => assert!(m.contains("undefined volume"), "{m}"),
+            other => panic!("expected the recipe to be blamed: {other:?}"),
+        }
     }
 }
