@@ -15,6 +15,13 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, String> {
     serde_yaml::to_string(value).map_err(|e| e.to_string())
 }
 
+/// Resolves YAML merge keys (`<<: *anchor`, `<<: [*a, *b]`) into their mappings, keys already
+/// in a mapping winning over merged ones, as <https://yaml.org/type/merge.html> specifies.
+/// Anchors and aliases themselves are resolved by the parser.
+pub fn apply_merge(value: &mut Value) -> Result<(), String> {
+    value.apply_merge().map_err(|e| e.to_string())
+}
+
 /// Recursively merges `overlay` into `base`: mappings merge key by key, anything else in the
 /// overlay replaces what the base had. This is how compose files layer.
 pub fn merge(base: &mut Value, overlay: Value) {
@@ -36,6 +43,19 @@ pub fn merge(base: &mut Value, overlay: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_keys_resolve_with_local_keys_winning() {
+        let mut value: Value = from_str(
+            "x-a: &a {image: a, retries: 1}\nx-b: &b {retries: 2, timeout: 5s}\ns:\n  <<: [*a, *b]\n  image: local\n",
+        )
+        .unwrap();
+        apply_merge(&mut value).unwrap();
+        let want: Value = from_str("{image: local, retries: 1, timeout: 5s}").unwrap();
+        assert_eq!(value.get("s"), Some(&want));
+        let mut scalar: Value = from_str("s:\n  <<: 3\n").unwrap();
+        assert!(apply_merge(&mut scalar).is_err());
+    }
 
     #[test]
     fn merge_layers_mappings_and_replaces_leaves() {

@@ -195,8 +195,8 @@ impl Driver for StackDriver {
             Version::Release(v) => format!("{}:{v}", app.recipe),
             Version::Chaos => app.recipe.to_string(),
         };
-        env.set("TYPE", &type_value);
-        env.set("DOMAIN", app.domain);
+        env.set("TYPE", &type_value)?;
+        env.set("DOMAIN", app.domain)?;
         env.write(&app.env_file())?;
         self.ensure_secrets(app, &env)
     }
@@ -210,12 +210,12 @@ impl Driver for StackDriver {
             let mut changed = false;
             for (key, value) in sample.vars() {
                 if key.starts_with("SECRET_") && env.get(&key).is_none() {
-                    env.set(&key, &value);
+                    env.set(&key, &value)?;
                     changed = true;
                 }
             }
             if let Version::Release(v) = version {
-                env.set("TYPE", &format!("{}:{v}", app.recipe));
+                env.set("TYPE", &format!("{}:{v}", app.recipe))?;
                 changed = true;
             }
             if changed {

@@ -3,6 +3,13 @@
 //! `docker stack deploy -c a -c b` layers them. Everything else in ccci that needs to know a
 //! service's image, healthcheck, labels or volumes asks this module.
 //!
+//! Merging follows docker's rules rather than a plain deep merge, because recipes rely on them:
+//! an overlay that adds one volume must not drop the service's others. Within a service,
+//! `volumes` merge by container path, `ports` by (host ip, published, target, protocol),
+//! `secrets` and `configs` by source, `networks` by name, and `environment`, `labels` and
+//! `deploy.labels` by key whichever of the list or mapping forms each file uses. Any other
+//! mapping merges key by key; any other value of a later file replaces the earlier one.
+//!
 //! This module only reads: it never writes into the recipe tree and never talks to docker.
 
 use std::collections::BTreeMap;
@@ -13,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::yaml::{self, Mapping, Value};
 
 /// The app's compose model: the files listed in the env file's `COMPOSE_FILE`, read from the
-/// recipe dir in order and merged (later files override earlier ones, mappings merge key by
-/// key), with `${VAR}`, `${VAR:-default}` and `$VAR` interpolated from the given variables.
+/// recipe dir in order and merged by docker's rules (see the module header), with `${VAR}`,
+/// `${VAR:-default}` and `$VAR` interpolated from the given variables.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Compose {
     value: Value,
@@ -80,24 +87,29 @@ impl Compose {
             };
             let value = parse_file(&text, vars)
                 .map_err(|e| Error::Config(format!("compose file {}: {e}", path.display())))?;
-            yaml::merge(&mut merged, value);
+            merge_file(&mut merged, value);
         }
         Ok(Compose { value: merged })
     }
 
-    /// Every service, sorted by name.
+    /// Every service, sorted by name. `x-` keys are extension fields, not services.
     pub fn services(&self) -> Vec<ServiceSpec> {
         let mut out: Vec<ServiceSpec> = self
             .services_mapping()
             .into_iter()
             .flat_map(|m| m.iter())
-            .filter_map(|(name, spec)| Some(service_spec(name.as_str()?, spec)))
+            .filter_map(|(name, spec)| Some((name.as_str()?, spec)))
+            .filter(|(name, _)| !is_extension(name))
+            .map(|(name, spec)| service_spec(name, spec))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
     pub fn service(&self, name: &str) -> Option<ServiceSpec> {
+        if is_extension(name) {
+            return None;
+        }
         let spec = self.services_mapping()?.get(name)?;
         Some(service_spec(name, spec))
     }
@@ -124,9 +136,10 @@ impl Compose {
     }
 }
 
-/// One file: parse, resolve `<<` merge keys, interpolate, and turn the list forms of labels and
-/// environment into mappings, so that a later file's mapping merges into an earlier file's
-/// list instead of replacing it (docker normalises both forms before merging too).
+/// One file: parse, resolve `<<` merge keys, interpolate, and turn the list forms of labels,
+/// environment and service networks into mappings, so that a later file's mapping merges into
+/// an earlier file's list instead of replacing it (docker normalises both forms before merging
+/// too).
 fn parse_file(text: &str, vars: &BTreeMap<String, String>) -> Result<Value, String> {
     let mut value: Value = yaml::from_str(text).map_err(|e| format!("invalid yaml: {e}"))?;
     if value.is_null() {
@@ -139,41 +152,17 @@ fn parse_file(text: &str, vars: &BTreeMap<String, String>) -> Result<Value, Stri
                 .into(),
         );
     }
-    resolve_merge_keys(&mut value);
+    // Recipes share healthchecks, environments and deploy blocks through `<<: *anchor`.
+    yaml::apply_merge(&mut value).map_err(|e| {
+        format!("invalid merge key (`<<`): {e}; merge only mappings, like `<<: *anchor`")
+    })?;
     interpolate_value(&mut value, vars)?;
     normalize(&mut value);
     Ok(value)
 }
 
-/// YAML merge keys (`<<: *anchor`) are common in recipes for shared healthchecks and
-/// deploy blocks; serde_yaml keeps them as a literal `<<` key, so apply them here. Keys already
-/// in the mapping win over merged ones, as YAML specifies.
-fn resolve_merge_keys(value: &mut Value) {
-    match value {
-        Value::Mapping(map) => {
-            for (_, v) in map.iter_mut() {
-                resolve_merge_keys(v);
-            }
-            if let Some(merged) = map.remove("<<") {
-                let sources = match merged {
-                    Value::Sequence(seq) => seq,
-                    other => vec![other],
-                };
-                for source in sources {
-                    if let Value::Mapping(source) = source {
-                        for (k, v) in source {
-                            if !map.contains_key(&k) {
-                                map.insert(k, v);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Value::Sequence(seq) => seq.iter_mut().for_each(resolve_merge_keys),
-        Value::Tagged(tagged) => resolve_merge_keys(&mut tagged.value),
-        _ => {}
-    }
+fn is_extension(key: &str) -> bool {
+    key.starts_with("x-")
 }
 
 /// Interpolates every string value (not keys: docker does not interpolate keys either).
@@ -302,8 +291,13 @@ fn expand(body: &str, vars: &BTreeMap<String, String>) -> Result<String, String>
         "required" if present => Ok(value),
         "required" => {
             let why = interpolate(arg, vars)?;
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            };
             Err(format!(
-                "required variable {name} is missing a value: {why}; set it in the app env file"
+                "required variable {name} is missing a value{why}; set it in the app env file"
             ))
         }
         _ if present => interpolate(arg, vars),
@@ -318,14 +312,169 @@ fn normalize(value: &mut Value) {
             list_to_mapping(service.get_mut("labels"));
             list_to_mapping(service.get_mut("environment"));
             list_to_mapping(service.get_mut("deploy").and_then(|d| d.get_mut("labels")));
+            names_to_mapping(service.get_mut("networks"));
         }
     }
-    for section in ["volumes", "networks"] {
+    for section in ["volumes", "networks", "secrets", "configs"] {
         if let Some(items) = value.get_mut(section).and_then(Value::as_mapping_mut) {
             for (_, item) in items.iter_mut() {
                 list_to_mapping(item.get_mut("labels"));
             }
         }
+    }
+}
+
+/// `[a, b]` → `{a: null, b: null}`: the list form of a service's networks.
+fn names_to_mapping(value: Option<&mut Value>) {
+    let Some(value) = value else { return };
+    let Value::Sequence(items) = value else {
+        return;
+    };
+    let map = items
+        .iter()
+        .filter_map(scalar_string)
+        .map(|name| (Value::String(name), Value::Null))
+        .collect();
+    *value = Value::Mapping(map);
+}
+
+/// Layers one (normalised) file onto the files before it: services field by field
+/// ([`merge_service`]), everything else key by key.
+fn merge_file(base: &mut Value, mut overlay: Value) {
+    if let Some(base_services) = base.get_mut("services").and_then(Value::as_mapping_mut)
+        && let Some(services) = overlay.as_mapping_mut().and_then(|m| m.remove("services"))
+    {
+        // An empty `services:` adds nothing.
+        if let Value::Mapping(services) = services {
+            for (name, service) in services {
+                match base_services.get_mut(&name) {
+                    Some(existing) => merge_service(existing, service),
+                    None => {
+                        base_services.insert(name, service);
+                    }
+                }
+            }
+        }
+    }
+    yaml::merge(base, overlay);
+}
+
+/// One service over the same service of an earlier file, by docker's rules.
+fn merge_service(base: &mut Value, overlay: Value) {
+    let overlay = match overlay {
+        Value::Mapping(overlay) => overlay,
+        Value::Null => return,
+        other => {
+            *base = other;
+            return;
+        }
+    };
+    let Value::Mapping(base) = base else {
+        *base = Value::Mapping(overlay);
+        return;
+    };
+    for (key, value) in overlay {
+        let Some(existing) = base.get_mut(&key) else {
+            base.insert(key, value);
+            continue;
+        };
+        match key.as_str() {
+            Some("volumes") => merge_list_by(existing, value, volume_target),
+            Some("ports") => merge_list_by(existing, value, port_key),
+            Some("secrets" | "configs") => merge_list_by(existing, value, source_of),
+            Some("networks") => merge_networks(existing, value),
+            // environment, labels and deploy (with its labels) are mappings by now.
+            _ => yaml::merge(existing, value),
+        }
+    }
+}
+
+/// Each overlay item replaces the base item with the same key in place, or is appended; items
+/// without a key (malformed ones docker will reject) are appended.
+fn merge_list_by(base: &mut Value, overlay: Value, key: fn(&Value) -> Option<String>) {
+    match (base, overlay) {
+        (_, Value::Null) => {}
+        (Value::Sequence(base), Value::Sequence(overlay)) => {
+            for item in overlay {
+                let slot =
+                    key(&item).and_then(|k| base.iter().position(|b| key(b).as_ref() == Some(&k)));
+                match slot {
+                    Some(i) => base[i] = item,
+                    None => base.push(item),
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// The container path of `source:target[:mode]`, `target` or the long form.
+fn volume_target(value: &Value) -> Option<String> {
+    match value {
+        Value::Mapping(_) => value.get("target").and_then(scalar_string),
+        other => {
+            let text = scalar_string(other)?;
+            let mut parts = text.split(':');
+            let first = parts.next()?;
+            Some(parts.next().unwrap_or(first).to_owned())
+        }
+    }
+}
+
+/// (host ip, published, target, protocol) of `[[ip:]published:]target[/protocol]` or the long
+/// form; the protocol defaults to tcp, as docker's does.
+fn port_key(value: &Value) -> Option<String> {
+    let field = |key: &str| value.get(key).and_then(scalar_string).unwrap_or_default();
+    let (ip, published, target, protocol) = match value {
+        Value::Mapping(_) => (
+            field("host_ip"),
+            field("published"),
+            value.get("target").and_then(scalar_string)?,
+            field("protocol"),
+        ),
+        other => {
+            let text = scalar_string(other)?;
+            let (spec, protocol) = text.split_once('/').unwrap_or((&text, ""));
+            // rsplit: an IPv6 host ip holds colons of its own.
+            let mut parts = spec.rsplitn(3, ':');
+            let target = parts.next()?.to_owned();
+            let published = parts.next().unwrap_or_default().to_owned();
+            let ip = parts.next().unwrap_or_default().to_owned();
+            (ip, published, target, protocol.to_owned())
+        }
+    };
+    let protocol = if protocol.is_empty() {
+        "tcp"
+    } else {
+        &protocol
+    };
+    Some(format!("{ip}|{published}|{target}|{protocol}"))
+}
+
+/// The secret or config a service entry names: the short form, or the long form's `source`.
+fn source_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Mapping(_) => value.get("source").and_then(scalar_string),
+        other => scalar_string(other),
+    }
+}
+
+/// Networks by name; a bare name in a later file (`- internal`) keeps the earlier settings.
+fn merge_networks(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (_, Value::Null) => {}
+        (Value::Mapping(base), Value::Mapping(overlay)) => {
+            for (name, config) in overlay {
+                match base.get_mut(&name) {
+                    Some(_) if config.is_null() => {}
+                    Some(existing) => yaml::merge(existing, config),
+                    None => {
+                        base.insert(name, config);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
     }
 }
 
@@ -682,6 +831,477 @@ mod tests {
         assert!(c.service("c").unwrap().healthcheck.unwrap().disabled);
         assert_eq!(c.service("d").unwrap().healthcheck, None);
     }
+
+    fn load(dir: &Path, files: &[&str], vars: &BTreeMap<String, String>) -> Result<Compose> {
+        let files: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        Compose::load(dir, &files, vars)
+    }
+
+    fn at<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
+        path.iter().try_fold(value, |v, k| v.get(*k))
+    }
+
+    #[test]
+    fn regression_volume_lists_replaced_instead_of_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "compose.yml",
+            "services:\n  app:\n    image: app:1\n    volumes: [data:/data]\nvolumes:\n  data:\n",
+        );
+        write(
+            dir.path(),
+            "compose.extra.yml",
+            "services:\n  app:\n    volumes: [extra:/extra]\nvolumes:\n  extra:\n",
+        );
+        let c = load(
+            dir.path(),
+            &["compose.yml", "compose.extra.yml"],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let targets: Vec<String> = c
+            .service("app")
+            .unwrap()
+            .volumes
+            .into_iter()
+            .map(|v| format!("{}:{}", v.source, v.target))
+            .collect();
+        assert_eq!(targets, vec!["data:/data", "extra:/extra"]);
+    }
+
+    #[test]
+    fn service_lists_merge_by_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "compose.yml",
+            r#"services:
+  app:
+    image: app:1
+    command: ["serve", "--base"]
+    environment: [A=1, B=base]
+    labels: {l1: base}
+    deploy:
+      replicas: 1
+      labels: [traefik.enable=true, backupbot.backup=true]
+    volumes:
+      - data:/data
+      - type: volume
+        source: conf
+        target: /etc/app
+    ports: ["8080:80", "127.0.0.1:53:53/udp"]
+    secrets: [db_password, {source: api_key, target: api}]
+    configs: [{source: conf, target: /etc/conf}]
+    networks:
+      internal:
+        aliases: [app]
+      proxy:
+"#,
+        );
+        write(
+            dir.path(),
+            "compose.extra.yml",
+            r#"services:
+  app:
+    command: ["serve"]
+    environment: {B: extra, C: "3"}
+    labels: [l2=extra]
+    deploy:
+      labels: {traefik.enable: "false"}
+    volumes: ["other:/etc/app:ro", "extra:/extra"]
+    ports: ["8080:80/tcp", {target: 90, published: 9090, protocol: udp}]
+    secrets: [{source: db_password, target: db_pw}, smtp_password]
+    configs: [{source: conf, target: /etc/conf2}, other]
+    networks: [internal, backend]
+"#,
+        );
+        let c = load(
+            dir.path(),
+            &["compose.yml", "compose.extra.yml"],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let app = at(c.value(), &["services", "app"]).unwrap();
+        let want: Value = yaml::from_str(
+            r#"
+image: app:1
+command: ["serve"]
+environment: {A: "1", B: extra, C: "3"}
+labels: {l1: base, l2: extra}
+deploy:
+  replicas: 1
+  labels: {traefik.enable: "false", backupbot.backup: "true"}
+volumes:
+  - data:/data
+  - other:/etc/app:ro
+  - extra:/extra
+ports: ["8080:80/tcp", "127.0.0.1:53:53/udp", {target: 90, published: 9090, protocol: udp}]
+secrets: [{source: db_password, target: db_pw}, {source: api_key, target: api}, smtp_password]
+configs: [{source: conf, target: /etc/conf2}, other]
+networks:
+  internal:
+    aliases: [app]
+  proxy:
+  backend:
+"#,
+        )
+        .unwrap();
+        assert_eq!(app, &want);
+        let spec = c.service("app").unwrap();
+        assert_eq!(
+            spec.labels.get("backupbot.backup").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            spec.volumes
+                .iter()
+                .map(|v| v.source.as_str())
+                .collect::<Vec<_>>(),
+            vec!["data", "other", "extra"]
+        );
+    }
+
+    #[test]
+    fn anchors_merge_keys_and_extension_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "compose.yml",
+            r#"version: "3.8"
+x-postgres-env: &postgres-env
+  POSTGRES_DB: app
+  POSTGRES_USER: ${DB_USER:-app}
+x-deploy: &deploy
+  restart_policy: {condition: on-failure}
+  labels: [backupbot.backup=true]
+x-health: &health
+  interval: 30s
+  retries: 10
+services:
+  x-not-a-service:
+    image: nope
+  app:
+    image: app:1
+    environment:
+      <<: *postgres-env
+      POSTGRES_DB: override
+    deploy:
+      <<: *deploy
+    healthcheck:
+      <<: [*health, {interval: 5s, timeout: 3s}]
+  db:
+    image: postgres:16
+    environment: *postgres-env
+"#,
+        );
+        let c = load(dir.path(), &["compose.yml"], &vars(&[("DB_USER", "u")])).unwrap();
+        let names: Vec<String> = c.services().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["app", "db"]);
+        assert!(c.service("x-not-a-service").is_none());
+        assert_eq!(c.images(), vec!["app:1", "postgres:16"]);
+        let app = at(c.value(), &["services", "app"]).unwrap();
+        let env: Value = yaml::from_str("{POSTGRES_DB: override, POSTGRES_USER: u}").unwrap();
+        assert_eq!(app.get("environment"), Some(&env));
+        let db_env: Value = yaml::from_str("{POSTGRES_DB: app, POSTGRES_USER: u}").unwrap();
+        assert_eq!(
+            at(c.value(), &["services", "db", "environment"]),
+            Some(&db_env)
+        );
+        let spec = c.service("app").unwrap();
+        assert_eq!(
+            spec.labels.get("backupbot.backup").map(String::as_str),
+            Some("true")
+        );
+        let hc = spec.healthcheck.unwrap();
+        assert_eq!(hc.interval, Some(Duration::from_secs(30)));
+        assert_eq!(hc.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(hc.retries, Some(10));
+
+        write(dir.path(), "compose.yml", "a: &a 1\nb:\n  <<: *a\n");
+        let err = load(dir.path(), &["compose.yml"], &BTreeMap::new()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("compose.yml") && m.contains("merge key")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn required_variable_names_the_file_and_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "compose.yml",
+            "services:\n  app:\n    image: app:1\n",
+        );
+        write(
+            dir.path(),
+            "compose.smtp.yml",
+            "services:\n  app:\n    environment:\n      SMTP_HOST: ${SMTP_HOST:?set the mail server}\n      SMTP_PORT: ${SMTP_PORT?}\n",
+        );
+        let files = ["compose.yml", "compose.smtp.yml"];
+        let err = load(dir.path(), &files, &vars(&[("SMTP_PORT", "25")])).unwrap_err();
+        let Error::Config(msg) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            msg.contains("compose.smtp.yml")
+                && msg.contains("SMTP_HOST")
+                && msg.contains("set the mail server"),
+            "{msg}"
+        );
+        let err = load(dir.path(), &files, &vars(&[("SMTP_HOST", "mail")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("required variable SMTP_PORT is missing a value; set it"),
+            "{err}"
+        );
+        // Empty is set for `?`, not for `:?`.
+        let ok = load(
+            dir.path(),
+            &files,
+            &vars(&[("SMTP_HOST", "mail"), ("SMTP_PORT", "")]),
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        assert!(
+            load(
+                dir.path(),
+                &files,
+                &vars(&[("SMTP_HOST", ""), ("SMTP_PORT", "")])
+            )
+            .is_err()
+        );
+    }
+
+    /// What the comparison with docker looks at in one service: every field ccci reads or
+    /// merges by a rule of its own, in a form both syntaxes reduce to.
+    fn facts(service: &Value) -> BTreeMap<&'static str, Vec<String>> {
+        let pairs = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        scalar_string(k).unwrap_or_default(),
+                        scalar_string(v).unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
+        let list = |key: &str, f: fn(&Value) -> Option<String>| -> Vec<String> {
+            service
+                .get(key)
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(f)
+                .collect()
+        };
+        let volume = |v: &Value| -> Option<String> {
+            let source = match v {
+                Value::Mapping(_) => v.get("source").and_then(scalar_string)?,
+                other => scalar_string(other)?.split(':').next()?.to_owned(),
+            };
+            Some(format!("{source}->{}", volume_target(v)?))
+        };
+        let secret = |v: &Value| -> Option<String> {
+            let target = v.get("target").and_then(scalar_string).unwrap_or_default();
+            Some(format!("{}->{target}", source_of(v)?))
+        };
+        let hc = service.get("healthcheck").map(healthcheck);
+        let mut out = BTreeMap::new();
+        out.insert(
+            "image",
+            service
+                .get("image")
+                .and_then(scalar_string)
+                .into_iter()
+                .collect(),
+        );
+        out.insert("environment", pairs(service.get("environment")));
+        out.insert("labels", pairs(service.get("labels")));
+        out.insert("deploy.labels", pairs(at(service, &["deploy", "labels"])));
+        out.insert("volumes", list("volumes", volume));
+        out.insert("ports", list("ports", port_key));
+        out.insert("secrets", list("secrets", secret));
+        out.insert("configs", list("configs", secret));
+        out.insert(
+            "networks",
+            service
+                .get("networks")
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| scalar_string(k))
+                .collect(),
+        );
+        out.insert("healthcheck", vec![format!("{hc:?}")]);
+        for values in out.values_mut() {
+            values.sort();
+        }
+        out
+    }
+
+    /// ccci's merged model against docker's own merger on the same files. Debian's docker.io
+    /// 20.10 has no `docker stack config` nor `docker compose`; Debian's `docker-compose`
+    /// package (1.29) has `config`, which merges by the same rules.
+    #[test]
+    fn merged_model_matches_docker_compose() {
+        let present = std::process::Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            eprintln!(
+                "SKIPPED merged_model_matches_docker_compose: docker-compose is not installed \
+                 (apt-get install docker-compose), so there is no docker-side merger to compare with"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "compose.yml", DOCKER_BASE);
+        write(dir.path(), "compose.extra.yml", DOCKER_EXTRA);
+        let v = vars(&[
+            ("STACK_NAME", "app_example_org"),
+            ("DOMAIN", "app.example.org"),
+            ("SECRET_DB_PASSWORD_VERSION", "v1"),
+            ("DB_NAME", ""),
+        ]);
+        let files = ["compose.yml", "compose.extra.yml"];
+        let ours = load(dir.path(), &files, &v).unwrap();
+        let output = std::process::Command::new("docker-compose")
+            .args(["-f", files[0], "-f", files[1], "config"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(&v)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "docker-compose config failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // docker-compose writes `$` back as `$$`; reading its output as a compose file with no
+        // variables undoes that and normalises it as ccci's own files are.
+        let theirs =
+            parse_file(&String::from_utf8_lossy(&output.stdout), &BTreeMap::new()).unwrap();
+        for service in ["app", "db"] {
+            let ours = facts(at(ours.value(), &["services", service]).unwrap());
+            let theirs = facts(at(&theirs, &["services", service]).unwrap());
+            assert_eq!(ours, theirs, "service {service}");
+        }
+        // The comparison compared something.
+        let app = facts(at(ours.value(), &["services", "app"]).unwrap());
+        assert_eq!(
+            app["volumes"],
+            vec!["conf->/etc/app", "data->/data", "extra->/extra"]
+        );
+        assert!(app["environment"].contains(&"PRICE=$5".to_owned()));
+    }
+
+    const DOCKER_BASE: &str = r#"version: "3.8"
+x-env: &env
+  DB_HOST: db
+  DB_NAME: ${DB_NAME:-app}
+x-deploy: &deploy
+  restart_policy:
+    condition: on-failure
+services:
+  app:
+    image: nginx:${NGINX_VERSION:-1.25}
+    environment:
+      <<: *env
+      MODE: base
+      PRICE: "$$5"
+      COUNT: 3
+    labels:
+      - base.label=1
+    deploy:
+      <<: *deploy
+      labels:
+        - traefik.enable=true
+        - "traefik.http.routers.${STACK_NAME}.rule=Host(`${DOMAIN}`)"
+        - coop-cloud.${STACK_NAME}.timeout=${TIMEOUT:-300}
+    volumes:
+      - data:/data
+      - type: volume
+        source: conf
+        target: /etc/app
+    ports:
+      - "8080:80"
+      - 9000
+    secrets:
+      - db_password
+    configs:
+      - source: app_conf
+        target: /etc/app.conf
+    networks:
+      - internal
+      - proxy
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 30s
+      retries: 10
+  db:
+    image: postgres:${PG_VERSION-15}
+    environment:
+      - POSTGRES_DB=${DB_NAME:-app}
+    volumes:
+      - db:/var/lib/postgresql/data
+volumes:
+  data:
+  conf:
+  db:
+  extra:
+networks:
+  internal:
+  proxy:
+    external: true
+secrets:
+  db_password:
+    external: true
+    name: ${STACK_NAME}_db_password_${SECRET_DB_PASSWORD_VERSION}
+  smtp_password:
+    external: true
+    name: ${STACK_NAME}_smtp_password_v1
+configs:
+  app_conf:
+    name: ${STACK_NAME}_app_conf_v1
+    file: app.conf
+"#;
+
+    const DOCKER_EXTRA: &str = r#"version: "3.8"
+services:
+  app:
+    environment:
+      - MODE=extra
+      - EXTRA=1
+    labels:
+      extra.label: "2"
+    deploy:
+      labels:
+        traefik.enable: "false"
+        backupbot.backup: "true"
+    volumes:
+      - extra:/extra
+      - conf:/etc/app:ro
+    ports:
+      - "8080:80"
+      - "9090:90/udp"
+    secrets:
+      - source: smtp_password
+      - source: db_password
+        target: db_pw
+    networks:
+      internal:
+        aliases: [app]
+    healthcheck:
+      start_period: 1m30s
+  db:
+    image: postgres:16
+"#;
 
     #[test]
     fn missing_file_and_bad_yaml_are_config_errors() {

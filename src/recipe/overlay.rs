@@ -94,12 +94,7 @@ pub fn apply(recipe_dir: &Path, env: &mut EnvFile, input: &OverlayInput) -> Resu
     let path = recipe_dir.join(OVERLAY_FILE);
     crate::run::record::write_atomic(&path, text.as_bytes())?;
     exclude_from_git(recipe_dir)?;
-    let files = env.compose_files();
-    if files.last().map(String::as_str) != Some(OVERLAY_FILE) {
-        let mut files = without_overlay(&files);
-        files.push(OVERLAY_FILE.to_owned());
-        env.set("COMPOSE_FILE", &files.join(":"));
-    }
+    env.register_compose_file(OVERLAY_FILE)?;
     Ok(path)
 }
 
@@ -649,7 +644,8 @@ networks:
         let f = fixture();
         let mut env = EnvFile::parse(
             "TYPE=app\nCOMPOSE_FILE=\"compose.yml:compose.ccci.yml:compose.extra.yml\"\n",
-        );
+        )
+        .unwrap();
         for _ in 0..2 {
             let path = apply(f.dir.path(), &mut env, &input(&f, None)).unwrap();
             assert_eq!(path, f.dir.path().join(OVERLAY_FILE));
@@ -662,9 +658,32 @@ networks:
         assert_eq!(exclude.matches(OVERLAY_FILE).count(), 1, "{exclude}");
         assert!(exclude.lines().any(|l| l == "/compose.ccci.yml"));
 
-        let mut fresh = EnvFile::parse("TYPE=app\n");
+        let mut fresh = EnvFile::parse("TYPE=app\n").unwrap();
         apply(f.dir.path(), &mut fresh, &input(&f, None)).unwrap();
         assert_eq!(fresh.compose_files(), vec!["compose.yml", OVERLAY_FILE]);
+    }
+
+    #[test]
+    fn regression_apply_drops_the_compose_file_chain() {
+        let f = fixture();
+        let sample = "TYPE=app\nCOMPOSE_FILE=\"compose.yml\"\n#COMPOSE_FILE=\"$COMPOSE_FILE:compose.smtp.yml\"\nCOMPOSE_FILE=\"$COMPOSE_FILE:compose.postgres.yml\"\nDB=postgres\n";
+        let mut env = EnvFile::parse(sample).unwrap();
+        apply(f.dir.path(), &mut env, &input(&f, None)).unwrap();
+        let once = env.to_string();
+        apply(f.dir.path(), &mut env, &input(&f, None)).unwrap();
+        assert_eq!(env.to_string(), once, "a second deploy adds nothing");
+        assert_eq!(
+            EnvFile::parse(&once).unwrap().compose_files(),
+            vec!["compose.yml", "compose.postgres.yml", OVERLAY_FILE]
+        );
+        // The recipe's own lines stay as they were; ccci's line follows the chain.
+        assert_eq!(
+            once,
+            sample.replace(
+                "compose.postgres.yml\"\n",
+                "compose.postgres.yml\"\nCOMPOSE_FILE=\"$COMPOSE_FILE:compose.ccci.yml\"\n"
+            )
+        );
     }
 
     #[test]
@@ -684,7 +703,7 @@ networks:
     #[test]
     fn overlay_read_back_widens_start_period() {
         let f = fixture();
-        let mut env = EnvFile::parse("TYPE=app\n");
+        let mut env = EnvFile::parse("TYPE=app\n").unwrap();
         apply(f.dir.path(), &mut env, &input(&f, None)).unwrap();
         let files = env.compose_files();
         assert_eq!(without_overlay(&files), vec!["compose.yml"]);

@@ -101,8 +101,8 @@ mod tests {
         let through_run = home.env_file("default", "a-b.example.org");
         let canonical_file =
             crate::recipe::envfile::path_in(&canonical, "default", "a-b.example.org");
-        let mut env = EnvFile::parse("TYPE=demo\n");
-        env.set("FROM_RUN", "1");
+        let mut env = EnvFile::parse("TYPE=demo\n").unwrap();
+        env.set("FROM_RUN", "1").unwrap();
         env.write(&through_run).unwrap();
         assert_eq!(
             EnvFile::read(&canonical_file)
@@ -112,7 +112,7 @@ mod tests {
             Some("1")
         );
         let mut env = EnvFile::read(&canonical_file).unwrap();
-        env.set("FROM_CANONICAL", "2");
+        env.set("FROM_CANONICAL", "2").unwrap();
         env.write(&canonical_file).unwrap();
         assert_eq!(
             EnvFile::read(&through_run)

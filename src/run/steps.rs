@@ -298,7 +298,7 @@ impl RunContext<'_> {
         let path = self.env_file();
         let mut env = EnvFile::read(&path)?;
         for (k, v) in vars {
-            env.set(k, v);
+            env.set(k, v)?;
         }
         env.write(&path)
     }
