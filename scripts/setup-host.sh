@@ -11,6 +11,8 @@ need_pkgs=()
 [ -x /usr/sbin/dockerd ] || need_pkgs+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_pkgs+=(busybox-static)
 command -v git >/dev/null || need_pkgs+=(git)
+# docker's own compose merger, which the tests compare ccci's compose model with.
+command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   as_root apt-get update -qq
