@@ -208,10 +208,9 @@ impl Driver for StackDriver {
         // from the checked-out `.env.sample`, as an operator upgrading by hand would.
         if let Ok(sample) = EnvFile::read(&app.recipe_dir().join(".env.sample")) {
             let mut changed = false;
-            for (key, value) in sample.vars() {
-                if key.starts_with("SECRET_") && env.get(&key).is_none() {
-                    env.set(&key, &value)?;
-                    changed = true;
+            for key in sample.vars().into_keys() {
+                if key.starts_with("SECRET_") {
+                    changed |= env.adopt(&sample, &key);
                 }
             }
             if let Version::Release(v) = version {

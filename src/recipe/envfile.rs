@@ -175,6 +175,22 @@ impl EnvFile {
         Ok(())
     }
 
+    /// Appends `other`'s line for `key` as it is written there, comment and all (a secret
+    /// version's `# length=N` must come along), when this file has no `key` yet. `true` when
+    /// it appended.
+    pub fn adopt(&mut self, other: &EnvFile, key: &str) -> bool {
+        if self.last_assignment(key).is_some() {
+            return false;
+        }
+        match other.last_assignment(key) {
+            Some(i) => {
+                self.push(other.entries[i].clone());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// `SECRET_<NAME>_VERSION=<version>` entries as (name lowercased, version, modifiers from
     /// the comment): the secrets an app needs.
     pub fn secrets(&self) -> Vec<SecretSpec> {
@@ -933,5 +949,16 @@ N=$A
         assert_eq!(std::fs::read_to_string(&path).unwrap(), SAMPLE);
         let no_newline = parse("A=1\n# end");
         assert_eq!(no_newline.to_string(), "A=1\n# end");
+    }
+
+    #[test]
+    fn regression_a_secret_taken_from_a_newer_sample_lost_its_length() {
+        let sample = EnvFile::parse("SECRET_NEW_KEY_VERSION=v1 # length=64\n").unwrap();
+        let mut env = EnvFile::parse("TYPE=app\n").unwrap();
+        assert!(env.adopt(&sample, "SECRET_NEW_KEY_VERSION"));
+        assert!(!env.adopt(&sample, "SECRET_NEW_KEY_VERSION"), "once only");
+        let secrets = env.secrets();
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].length, Some(64));
     }
 }
