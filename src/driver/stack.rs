@@ -80,6 +80,67 @@ pub fn deploy_vars(app: &App, env: &EnvFile) -> BTreeMap<String, String> {
     vars
 }
 
+/// The secrets an app needs, with the length of each: what abra's `secret generate --all`
+/// makes for every `SECRET_<NAME>_VERSION` of the env file (`<stack>_<name>_<version>`), and,
+/// named exactly as the compose files name them, every external secret they declare (a recipe
+/// may name a secret otherwise). Every name is checked against swarm's limit first.
+fn secret_names(app: &App, env: &EnvFile, compose: &Compose) -> Result<Vec<(String, usize)>> {
+    let specs = env.secrets();
+    let mut names: Vec<(String, usize)> = Vec::new();
+    let mut add = |name: String, length: usize| {
+        if !names.iter().any(|(n, _)| *n == name) {
+            names.push((name, length));
+        }
+    };
+    for secret in &specs {
+        crate::naming::check_swarm_names(
+            app.domain,
+            [],
+            [(secret.name.as_str(), secret.version.as_str())],
+        )?;
+        add(
+            format!("{}_{}_{}", app.stack, secret.name, secret.version),
+            secret.length.unwrap_or(DEFAULT_SECRET_LENGTH),
+        );
+    }
+    let declared = compose
+        .value()
+        .get("secrets")
+        .and_then(crate::yaml::Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    for (key, spec) in &declared {
+        let external = spec.get("external").is_some_and(|e| {
+            !matches!(
+                e,
+                crate::yaml::Value::Bool(false) | crate::yaml::Value::Null
+            )
+        });
+        let (Some(key), Some(name), true) = (
+            key.as_str(),
+            spec.get("name").and_then(crate::yaml::Value::as_str),
+            external,
+        ) else {
+            continue;
+        };
+        if name.len() > crate::naming::MAX_SECRET_NAME {
+            return Err(Error::Usage(format!(
+                "secret `{key}` of recipe {} would be named `{name}`, {} characters; swarm allows {}: use a shorter --domain",
+                app.recipe,
+                name.len(),
+                crate::naming::MAX_SECRET_NAME
+            )));
+        }
+        let length = specs
+            .iter()
+            .find(|s| s.name == key.to_ascii_lowercase())
+            .and_then(|s| s.length)
+            .unwrap_or(DEFAULT_SECRET_LENGTH);
+        add(name.to_string(), length);
+    }
+    Ok(names)
+}
+
 /// A random alphanumeric secret value.
 fn random_secret(length: usize) -> Result<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -96,13 +157,7 @@ fn random_secret(length: usize) -> Result<String> {
 impl StackDriver {
     /// Creates every secret the env file declares that does not exist yet.
     fn ensure_secrets(&self, app: &App, env: &EnvFile) -> Result<()> {
-        for secret in env.secrets() {
-            let name = format!("{}_{}_{}", app.stack, secret.name, secret.version);
-            crate::naming::check_swarm_names(
-                app.domain,
-                [],
-                [(secret.name.as_str(), secret.version.as_str())],
-            )?;
+        for (name, length) in secret_names(app, env, &self.compose(app, env)?)? {
             let inspect = cli::output(
                 app.runner,
                 &cli::cmd(["secret", "inspect", "--format", "{{.ID}}", &name])?,
@@ -113,7 +168,7 @@ impl StackDriver {
             if !cli::is_no_such(&inspect.stderr_str()) {
                 return Err(cli::failed(&format!("inspect secret {name}"), &inspect));
             }
-            let value = random_secret(secret.length.unwrap_or(DEFAULT_SECRET_LENGTH))?;
+            let value = random_secret(length)?;
             let mut cmd = cli::cmd(["secret", "create"])?;
             cmd = cmd.args([
                 "--label".to_string(),
