@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares this host for ccci: Docker engine, a single-node swarm, and the locally built images
-# that the bundled demo and test recipes use (no registry is reachable, so images are built here).
+# that the bundled demo and test recipes use (no registry is reachable, so images are built here:
+# busybox below, PostgreSQL and the pgapp fixture's app by scripts/build-images.sh).
 # Idempotent: every step checks before it acts. Needs root (or sudo) for the package install.
 set -euo pipefail
 
@@ -52,4 +53,10 @@ build_busybox_image() {
   rm -rf "$dir"
 }
 build_busybox_image ccci-busybox:1
+
+# PostgreSQL and the pgapp fixture's app, from Debian packages: minutes on a fresh host, seconds
+# once the root filesystem is cached. CCCI_BUILD_IMAGES=0 skips them (the demo needs none).
+if [ "${CCCI_BUILD_IMAGES:-1}" != 0 ]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/build-images.sh"
+fi
 log "ready: $(docker info --format 'docker {{.ServerVersion}}, swarm {{.Swarm.LocalNodeState}}')"
