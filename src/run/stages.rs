@@ -338,10 +338,11 @@ impl Machine<'_> {
 
     fn upgrade(&self, base: &str) -> StepResult {
         let steps = self.steps;
-        steps.hook("pre_upgrade", Stage::Upgrade)?;
+        // `pre_upgrade` runs against the deployed base: it prepares data for the upgrade.
         if !steps.is_deployed() {
             self.deploy_base(base, Stage::Upgrade)?;
         }
+        steps.hook("pre_upgrade", Stage::Upgrade)?;
         let markers = steps.markers();
         let value = format!("ccci-upgrade-{}", steps.change());
         if markers.is_empty() {
@@ -384,11 +385,12 @@ impl Machine<'_> {
 
     fn backup(&self) -> StepResult {
         let steps = self.steps;
-        steps.hook("pre_backup", Stage::Backup)?;
+        // `pre_backup` runs against the deployed app: it prepares the data to back up.
         if !steps.is_deployed() {
             steps.deploy_fresh(&Version::Chaos)?;
             steps.ready(Stage::Backup)?;
         }
+        steps.hook("pre_backup", Stage::Backup)?;
         let markers = steps.markers();
         if markers.is_empty() {
             return Err(Failure::Error(Error::Config(
@@ -750,6 +752,21 @@ mod tests {
         drive(&fake, &plan(&Stage::ALL));
         assert_eq!(fake.verdict(), Some(Verdict::BaseFailed));
         assert_eq!(fake.count("deploy_change"), 0);
+    }
+
+    #[test]
+    fn regression_pre_hooks_of_a_first_stage_ran_before_anything_was_deployed() {
+        for stage in [Stage::Upgrade, Stage::Backup] {
+            let fake = Fake::new(&[stage]);
+            drive(&fake, &plan(&[stage]));
+            let calls = fake.calls();
+            let hook = calls
+                .iter()
+                .position(|c| c == &format!("hook pre_{stage}"))
+                .unwrap();
+            let deploy = calls.iter().position(|c| c.starts_with("deploy_fresh")).unwrap();
+            assert!(deploy < hook, "{stage}: {calls:?}");
+        }
     }
 
     #[test]
