@@ -287,6 +287,9 @@ pub fn roots(
         bundled.map(Path::to_path_buf),
     ];
     for root in candidates.into_iter().flatten() {
+        // Absolute: hooks and tests run from their own directory, where a relative path to
+        // them (`--tests-dir tests-recipes`) no longer leads anywhere.
+        let root = std::path::absolute(&root).unwrap_or(root);
         if !roots.contains(&root) {
             roots.push(root);
         }
@@ -449,5 +452,14 @@ marker: {service: app, path: /data/m}
             trees.tests(Stage::Install).unwrap(),
             vec![high.join("demo/install.d/10-check")]
         );
+    }
+
+    #[test]
+    fn regression_a_relative_tests_dir_made_every_test_not_found() {
+        let env = crate::config::Env::from([("HOME".to_string(), "/home/x".to_string())]);
+        let (config, _) = crate::Config::from_yaml("", &env).unwrap();
+        let roots = roots(Some(Path::new("tests-recipes")), &config, None, None);
+        assert!(roots[0].is_absolute(), "{roots:?}");
+        assert!(roots[0].ends_with("tests-recipes"));
     }
 }

@@ -47,6 +47,8 @@ pub trait Steps {
     fn ready(&self, stage: Stage) -> StepResult;
     /// The stage's test executables.
     fn run_tests(&self, stage: Stage) -> StepResult;
+    /// True when the recipe has test executables for `stage`.
+    fn has_tests(&self, stage: Stage) -> bool;
     /// True once something is deployed.
     fn is_deployed(&self) -> bool;
     /// Where data markers go: what the recipe backs up (or its ccci.yml names).
@@ -393,9 +395,17 @@ impl Machine<'_> {
         steps.hook("pre_backup", Stage::Backup)?;
         let markers = steps.markers();
         if markers.is_empty() {
-            return Err(Failure::Error(Error::Config(
-                "the backup stage needs a marker location: add `marker` to the recipe's ccci.yml or backupbot labels naming a directory".into(),
-            )));
+            // A database's backed-up path is often a dump file its backup hook writes: nothing
+            // to put a marker in. Then the recipe's own backup tests must say whether the
+            // restore brought its data back; without them nothing would be checked.
+            if !steps.has_tests(Stage::Backup) {
+                return Err(Failure::Error(Error::Config(
+                    "the backup stage has nothing to check: no backupbot path is a directory to put a marker in, no `marker` in ccci.yml, and no backup.d tests".into(),
+                )));
+            }
+            steps.sink().event(&Event::Notice {
+                message: "no directory among the backed-up paths for a marker: the backup is checked by the recipe's backup.d tests alone".into(),
+            });
         }
         let original = format!("ccci-backup-{}", steps.change());
         let at = |m: &Marker| format!("{}:{}", m.service, m.path);
@@ -498,6 +508,9 @@ mod tests {
         backed_up: RefCell<String>,
         /// False: restore succeeds but brings nothing back.
         restore_works: bool,
+        /// Where markers go; none for a recipe that backs up only dump files.
+        markers: Vec<Marker>,
+        has_tests: bool,
     }
 
     impl Fake {
@@ -514,6 +527,11 @@ mod tests {
                 marker_value: RefCell::new(String::new()),
                 backed_up: RefCell::new(String::new()),
                 restore_works: true,
+                markers: vec![Marker {
+                    service: "app".into(),
+                    path: "/data/m".into(),
+                }],
+                has_tests: true,
             }
         }
 
@@ -607,14 +625,14 @@ mod tests {
         fn run_tests(&self, stage: Stage) -> StepResult {
             self.call(format!("run_tests {stage}"))
         }
+        fn has_tests(&self, _: Stage) -> bool {
+            self.has_tests
+        }
         fn is_deployed(&self) -> bool {
             self.deployed.get()
         }
         fn markers(&self) -> Vec<Marker> {
-            vec![Marker {
-                service: "app".into(),
-                path: "/data/m".into(),
-            }]
+            self.markers.clone()
         }
         fn write_marker(&self, _: &Marker, value: &str) -> Result<()> {
             self.call_plain("write_marker")?;
@@ -764,9 +782,30 @@ mod tests {
                 .iter()
                 .position(|c| c == &format!("hook pre_{stage}"))
                 .unwrap();
-            let deploy = calls.iter().position(|c| c.starts_with("deploy_fresh")).unwrap();
+            let deploy = calls
+                .iter()
+                .position(|c| c.starts_with("deploy_fresh"))
+                .unwrap();
             assert!(deploy < hook, "{stage}: {calls:?}");
         }
+    }
+
+    #[test]
+    fn without_markers_the_backup_is_left_to_the_recipes_tests_or_is_an_error() {
+        let mut fake = Fake::new(&[Stage::Backup]);
+        fake.markers.clear();
+        drive(&fake, &plan(&[Stage::Backup]));
+        assert_eq!(fake.verdict(), Some(Verdict::Pass));
+        let calls = fake.calls();
+        let at = |name: &str| calls.iter().position(|c| c == name).unwrap();
+        assert!(at("backup") < at("restore") && at("restore") < at("run_tests backup"));
+
+        let mut fake = Fake::new(&[Stage::Backup]);
+        fake.markers.clear();
+        fake.has_tests = false;
+        drive(&fake, &plan(&[Stage::Backup]));
+        assert_eq!(fake.verdict(), Some(Verdict::Error));
+        assert_eq!(fake.count("backup"), 0);
     }
 
     #[test]

@@ -691,6 +691,10 @@ impl Steps for RunContext<'_> {
         RunContext::run_tests(self, stage)
     }
 
+    fn has_tests(&self, stage: Stage) -> bool {
+        self.trees.tests(stage).is_ok_and(|tests| !tests.is_empty())
+    }
+
     fn is_deployed(&self) -> bool {
         self.deployed.borrow().is_some()
     }
