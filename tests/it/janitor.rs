@@ -40,7 +40,7 @@ crate::tests! {
     local: j8_corrupt_lock_file_is_skipped_not_reaped_not_rewritten,
     swarm: j8_unreadable_env_file_is_skipped_and_logged,
     local: j8_swarm_that_cannot_be_asked_means_nothing_is_reaped,
-    local: j9_nothing_created_after_the_sweep_started_is_reaped,
+    swarm: j9_nothing_created_after_the_sweep_started_is_reaped,
     swarm: j9_stack_deployed_after_the_sweep_started_is_left_for_the_next_sweep,
     swarm: j9_containers_swarm_restarts_after_the_sweep_started_do_not_make_an_orphan_new,
     swarm: dry_run_reports_the_orphan_and_changes_nothing,
