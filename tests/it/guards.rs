@@ -28,6 +28,8 @@ crate::tests! {
     swarm: g5_children_get_sigterm_then_sigkill_after_the_grace_and_none_survive,
     swarm: g6_teardown_budget_stops_teardown_which_says_what_it_left,
     local: g6_teardown_budget_cuts_off_a_hanging_step_even_after_cancellation,
+    local: regression_a_cancelled_runner_started_new_children,
+    local: regression_a_spent_budget_started_new_children,
 }
 
 /// How long one run may take from its start to its end, interruption and teardown included.
@@ -301,4 +303,41 @@ fn g6_teardown_budget_cuts_off_a_hanging_step_even_after_cancellation() {
     assert!(budget.check().is_err());
     let _ = budget.run(&Cmd::new("sleep").arg("30"));
     assert!(spent.elapsed() < Duration::from_secs(2));
+}
+
+/// A cancelled runner used to start whatever it was asked to, and only noticed the
+/// cancellation while waiting: a child that ended before the first look (`true`) passed, and
+/// an interrupted run could start new steps. It must refuse before starting anything.
+fn regression_a_cancelled_runner_started_new_children() {
+    let cancel = Cancel::new();
+    cancel.trip(Signal::SIGTERM as i32);
+    let runner = Runner::new(cancel);
+    // A program that cannot start tells "never tried" from "started, then stopped".
+    let err = runner
+        .run(&Cmd::new("/nonexistent/ccci-test/program"))
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Cancelled { .. }), "{err}");
+    for _ in 0..20 {
+        let result = runner.run(&Cmd::new("true"));
+        assert!(
+            matches!(result, Err(CommandError::Cancelled { .. })),
+            "{result:?}"
+        );
+    }
+}
+
+/// The same for a teardown budget that is spent: no new step starts.
+fn regression_a_spent_budget_started_new_children() {
+    let spent = Runner::new(Cancel::new()).with_budget(Duration::ZERO);
+    let err = spent
+        .run(&Cmd::new("/nonexistent/ccci-test/program"))
+        .unwrap_err();
+    assert!(matches!(err, CommandError::TimedOut { .. }), "{err}");
+    for _ in 0..20 {
+        let result = spent.run(&Cmd::new("true"));
+        assert!(
+            matches!(result, Err(CommandError::TimedOut { .. })),
+            "{result:?}"
+        );
+    }
 }
