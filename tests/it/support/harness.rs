@@ -86,7 +86,7 @@ enum Listing {
 /// Runs the harness: lists or runs `tests` as the command line asks, and exits.
 pub fn main(tests: Vec<Test>) -> ! {
     let mut args = Arguments::from_args();
-    check_unique(&tests);
+    check_registrations(&tests);
     // Tests adopt the orphans of the processes they kill (a subreaper) and some set
     // process-wide state (the environment, signal handling of children): one test at a time per
     // process. nextest runs every test in a process of its own, which is where the suite's
@@ -150,11 +150,23 @@ fn swarm_absence() -> Option<String> {
     }
 }
 
-fn check_unique(tests: &[Test]) {
+/// Every name once, and every measurement under `measure::` (what the listing shows of why a
+/// test is ignored); a harness that breaks either fails before it lists anything.
+fn check_registrations(tests: &[Test]) {
     let mut names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
     if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
         eprintln!("it: test {} is registered twice", pair[0]);
+        std::process::exit(101);
+    }
+    if let Some(t) = tests
+        .iter()
+        .find(|t| (t.needs == Needs::Measurement) != t.name.starts_with("measure::"))
+    {
+        eprintln!(
+            "it: {}: measurements, and only they, live in the `measure` module",
+            t.name
+        );
         std::process::exit(101);
     }
 }
