@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the committed shell completions and man page from the clap definition.
-# tests/cli.rs fails when they are stale.
+# tests/it/cli.rs fails when they are stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --locked

@@ -708,28 +708,4 @@ mod tests {
             let _ = resource(kind, &serde_json::json!([1, "x", null]));
         }
     }
-
-    #[test]
-    fn lists_from_the_real_engine() {
-        if std::env::var_os("CCCI_SKIP_SWARM_TESTS").is_some_and(|v| v == "1") {
-            return;
-        }
-        let engine = Engine::from_env().unwrap();
-        let info = engine.get_json(&format!("/{API_VERSION}/info")).unwrap_or_else(|e| {
-            panic!("docker engine unavailable ({e}); start it (scripts/setup-host.sh) or set CCCI_SKIP_SWARM_TESTS=1")
-        });
-        assert!(info.get("ServerVersion").is_some());
-        // Every list endpoint answers in the shape we read, whatever is on the host.
-        for kind in Kind::ALL {
-            engine
-                .list(kind, &["ccci.test-label-nobody-uses"])
-                .unwrap_or_else(|e| panic!("listing {}: {e}", kind.as_str()));
-        }
-        let networks = engine.list(Kind::Network, &[]).unwrap();
-        assert!(
-            networks
-                .iter()
-                .any(|n| n.name == "bridge" && n.created.is_some())
-        );
-    }
 }

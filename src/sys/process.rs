@@ -380,6 +380,20 @@ impl Runner {
     pub fn output(&self, cmd: &Cmd) -> Result<Output, CommandError> {
         let started = Instant::now();
         let display = cmd.display();
+        // A cancelled run or a spent budget starts nothing new; the wait below would notice
+        // only after the first look, and a child that ended by then would pass.
+        if let Some(signal) = self.cancel.as_ref().and_then(Cancel::signal) {
+            return Err(CommandError::Cancelled {
+                command: display,
+                signal,
+            });
+        }
+        if self.remaining() == Some(Duration::ZERO) {
+            return Err(CommandError::TimedOut {
+                command: display,
+                timeout: Duration::ZERO,
+            });
+        }
         let mut command = cmd.to_command();
         command.stdin(if cmd.stdin.is_some() {
             Stdio::piped()

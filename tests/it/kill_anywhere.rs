@@ -12,18 +12,23 @@
 //! guessed it would be. Each test has a domain zone of its own, so it counts only its own runs'
 //! leftovers while other tests deploy on the same swarm; the counts are printed.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ccci::docker::api::{Engine, Kind};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+use crate::support::sandbox::{self, walk};
+
+crate::tests! {
+    swarm: sigkill_anywhere_then_one_janitor_pass_leaves_nothing,
+    swarm: sigkill_of_the_parent_anywhere_tears_down_through_parent_death,
+    swarm: sigterm_anywhere_tears_down_and_exits_143,
+}
 
 /// Where a run is interrupted: the `nth` line of its output that contains `line`.
 struct Point {
@@ -84,73 +89,24 @@ const RUN_LIMIT: Duration = Duration::from_secs(240);
 /// Runs at once: enough to keep the swarm busy, few enough for a 2-core host.
 const PARALLEL: usize = 3;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `false` when swarm tests are to be skipped; panics when the swarm is missing, so a machine
-/// without one never passes silently.
-fn need_swarm() -> bool {
-    if std::env::var("CCCI_SKIP_SWARM_TESTS").as_deref() == Ok("1") {
-        return false;
-    }
-    let engine = Engine::from_env().expect("docker engine");
-    let info = engine
-        .get_json("/v1.41/info")
-        .expect("these tests need a running docker engine: run scripts/setup-host.sh");
-    assert_eq!(
-        info["Swarm"]["LocalNodeState"].as_str(),
-        Some("active"),
-        "these tests need an active swarm: run scripts/setup-host.sh"
-    );
-    true
-}
-
-/// One isolated ccci setup: runs dir, lock dir, abra home, the demo recipe's repository, and a
+/// One isolated ccci setup (see `support::sandbox`) with the demo recipe's repository, and a
 /// domain zone no other test uses.
 struct Sandbox {
-    dir: tempfile::TempDir,
+    sb: sandbox::Sandbox,
     zone: String,
     repo: PathBuf,
 }
 
 impl Sandbox {
     fn new(name: &str) -> Self {
-        // Everything a killed run leaves re-parents to this process, which reaps it.
-        nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
-        let dir = tempfile::tempdir().unwrap();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let zone = format!("{name}{}x{nanos:x}.ccci.test", std::process::id());
-        std::fs::write(
-            dir.path().join("config.yml"),
-            format!("domain_zone: {zone}\n"),
-        )
-        .unwrap();
-        let repo = dir.path().join("demo.git");
-        let out = Command::new("bash")
-            .arg(root().join("scripts/make-recipe-repo.sh"))
-            .arg(root().join("recipes/demo"))
-            .arg(&repo)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        Sandbox { dir, zone, repo }
+        let zone = format!("{}.ccci.test", crate::support::proc::unique(name));
+        let sb = sandbox::Sandbox::new(&format!("domain_zone: {zone}\n"));
+        let repo = sb.demo_repo();
+        Sandbox { sb, zone, repo }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn env(&self, cmd: &mut Command) {
-        cmd.env("CCCI_RUNS_DIR", self.path("runs"))
-            .env("CCCI_APP_LOCK_DIR", self.path("locks"))
-            .env("ABRA_DIR", self.path("abra"))
-            .env("CCCI_CONFIG", self.path("config.yml"))
-            .env("CI", "true")
-            .env_remove("CCCI_SKIP_FETCH");
+        self.sb.path(name)
     }
 
     fn test_args(&self, run_id: &str) -> Vec<String> {
@@ -213,20 +169,6 @@ impl Sandbox {
     }
 }
 
-/// Files under `dir`, recursively (a missing directory has none).
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
 #[derive(Debug, Default)]
 struct Leftovers {
     stacks: Vec<String>,
@@ -280,146 +222,26 @@ struct Interrupted {
 /// Starts one run, interrupts it at `POINTS[point]` the way `how` says, and waits for it to end.
 fn interrupt(sb: &Sandbox, point: usize, how: How) -> Interrupted {
     let run_id = format!("{}-{point:02}", format!("{how:?}").to_lowercase());
-    let ccci = env!("CARGO_BIN_EXE_ccci");
-    let mut cmd = if how == How::KillParent {
-        // A parent that is not ccci: bash forks ccci (more follows it, so it cannot exec it).
-        let mut cmd = Command::new("bash");
-        cmd.args(["-c", "\"$@\"; exit $?", "bash", ccci]);
-        cmd
-    } else {
-        Command::new(ccci)
-    };
-    cmd.args(sb.test_args(&run_id))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    sb.env(&mut cmd);
-    let mut child = cmd.spawn().expect("start ccci");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(|l| l.ok())
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-
+    let mut ccci = sb.sb.ccci().args(sb.test_args(&run_id)).timeout(RUN_LIMIT);
+    if how == How::KillParent {
+        ccci = ccci.under_shell_parent();
+    }
+    let mut run = ccci.spawn();
     let target = &POINTS[point];
-    let until = Instant::now() + RUN_LIMIT;
-    let mut lines = Vec::new();
-    let mut seen = 0;
-    while seen < target.nth {
-        let left = until.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if line.contains(target.line) {
-                    seen += 1;
-                }
-                lines.push(line);
-            }
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "run {run_id} never reached `{}` #{} ({e}):\n{}",
-                    target.line,
-                    target.nth,
-                    lines.join("\n")
-                );
-            }
-        }
+    run.wait_for_line(target.line, target.nth);
+    match how {
+        How::Kill => run.signal(Signal::SIGKILL),
+        How::Term => run.signal(Signal::SIGTERM),
+        // The run re-parents to this (subreaper) process, which reads its exit status.
+        How::KillParent => run.kill_parent(),
     }
-
-    let pid = child.id() as i32;
-    let ended = match how {
-        How::Kill | How::Term => {
-            let signal = if how == How::Kill {
-                Signal::SIGKILL
-            } else {
-                Signal::SIGTERM
-            };
-            kill(Pid::from_raw(pid), signal).expect("signal the run");
-            wait_child(&mut child, until)
-        }
-        How::KillParent => {
-            let run = child_of(pid).expect("bash's ccci child");
-            kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill the parent");
-            let _ = child.wait();
-            // The run re-parents to this (subreaper) process.
-            wait_pid(run, until)
-        }
-    };
-    // The rest of its output, until the pipe closes (bounded: every writer has exited or is
-    // about to).
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        lines.push(line);
-    }
+    let out = run.wait();
+    use std::os::unix::process::ExitStatusExt;
     Interrupted {
         point,
-        code: ended.0,
-        signal: ended.1,
-        lines,
-    }
-}
-
-fn wait_child(child: &mut std::process::Child, until: Instant) -> (Option<i32>, Option<i32>) {
-    use std::os::unix::process::ExitStatusExt;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status.code(), status.signal());
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("process {} did not end in time", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_pid(pid: i32, until: Instant) -> (Option<i32>, Option<i32>) {
-    loop {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return (Some(code), None),
-            Ok(WaitStatus::Signaled(_, signal, _)) => return (None, Some(signal as i32)),
-            Ok(_) => {}
-            Err(e) => panic!("cannot wait for {pid}: {e}"),
-        }
-        if Instant::now() > until {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            panic!("process {pid} did not end in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The child process of `parent`, from /proc.
-fn child_of(parent: i32) -> Option<i32> {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            if ppid == Some(parent) {
-                return Some(pid);
-            }
-        }
-        if Instant::now() > until {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+        code: out.status.code(),
+        signal: out.status.signal(),
+        lines: out.stderr.lines().map(str::to_owned).collect(),
     }
 }
 
@@ -477,11 +299,7 @@ fn report(how: How, runs: &[Interrupted]) {
     }
 }
 
-#[test]
 fn sigkill_anywhere_then_one_janitor_pass_leaves_nothing() {
-    if !need_swarm() {
-        return;
-    }
     let sb = Sandbox::new("kill");
     let all: Vec<usize> = (0..POINTS.len()).collect();
     let runs = interrupt_all(&sb, &all, How::Kill);
@@ -497,18 +315,14 @@ fn sigkill_anywhere_then_one_janitor_pass_leaves_nothing() {
         "no kill left anything: the points are too late"
     );
 
-    let mut janitor = Command::new(env!("CARGO_BIN_EXE_ccci"));
-    janitor.args(["janitor", "--json"]);
-    sb.env(&mut janitor);
-    let out = janitor.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("janitor --json: {e}: {stdout}\n{out:?}"));
+    let out = sb.sb.ccci().args(["janitor", "--json"]).run();
+    let summary: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("janitor --json: {e}: {out}"));
     println!(
         "one janitor pass: reaped {}, errors {}, {:.2}s",
         summary["reaped"], summary["errors"], summary["elapsed"]
     );
-    assert_eq!(out.status.code(), Some(0), "{summary:#}");
+    assert_eq!(out.code(), Some(0), "{summary:#}");
     assert_eq!(summary["errors"], 0, "{summary:#}");
 
     let after = sb.leftovers();
@@ -518,9 +332,6 @@ fn sigkill_anywhere_then_one_janitor_pass_leaves_nothing() {
 
 /// The parent-death and SIGTERM proofs: exit 143 after teardown, nothing left, no janitor.
 fn interrupted_runs_tear_themselves_down(how: How) {
-    if !need_swarm() {
-        return;
-    }
     let sb = Sandbox::new(if how == How::Term { "term" } else { "parent" });
     let runs = interrupt_all(&sb, SPREAD, how);
     reap_orphans();
@@ -545,12 +356,10 @@ fn interrupted_runs_tear_themselves_down(how: How) {
     assert_eq!(left.total(), 0, "{left:#?}");
 }
 
-#[test]
 fn sigkill_of_the_parent_anywhere_tears_down_through_parent_death() {
     interrupted_runs_tear_themselves_down(How::KillParent);
 }
 
-#[test]
 fn sigterm_anywhere_tears_down_and_exits_143() {
     interrupted_runs_tear_themselves_down(How::Term);
 }

@@ -1,10 +1,7 @@
-//! Shared machinery of the safety tests: scratch directories, helper processes, bounded waits,
-//! and the reaper that ends every process a test started or adopted.
+//! Processes the tests start or adopt: bounded waits, `/proc` look-ups, and the [`Reaper`] that
+//! ends every process a test started or adopted, even when the test fails.
 
-use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -12,90 +9,19 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-/// The environment variable that turns `helper::helper_process` into a helper.
-pub const HELPER_ENV: &str = "CCCI_SAFETY_HELPER";
-/// The helper's state directory: where it writes pids, readiness and teardown markers.
-pub const STATE_ENV: &str = "CCCI_SAFETY_STATE";
-/// The helper test's full name, for `--exact`.
-pub const HELPER_TEST: &str = "helper::helper_process";
 /// How long any wait in these tests may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 /// How often a bounded wait looks again.
-const POLL: Duration = Duration::from_millis(5);
+pub const POLL: Duration = Duration::from_millis(5);
 
-/// Makes this test process the subreaper of everything it starts: a helper's child whose
-/// parent dies is re-parented here rather than to init, so a test can read its real exit
-/// status (G1, G2) and reap it.
+/// Makes this test process the subreaper of everything it starts: a process whose parent dies
+/// is re-parented here rather than to init, so a test can read its real exit status (G1) and
+/// reap it.
 pub fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
     });
-}
-
-/// A per-test directory: `state/` for the helpers' files, `locks/` for the lock dir.
-pub struct Scratch {
-    pub dir: tempfile::TempDir,
-    pub state: PathBuf,
-    pub locks: PathBuf,
-}
-
-impl Scratch {
-    pub fn new() -> Self {
-        init();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let state = dir.path().join("state");
-        let locks = dir.path().join("locks");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::create_dir_all(&locks).unwrap();
-        Scratch { dir, state, locks }
-    }
-
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.state.join(name)
-    }
-
-    /// A helper command acting out `mode`, with this scratch's state and lock directories.
-    pub fn helper(&self, mode: &str, name: &str) -> Command {
-        let mut cmd = helper_command(mode);
-        cmd.env(STATE_ENV, &self.state)
-            .env("CCCI_APP_LOCK_DIR", &self.locks)
-            .env("CCCI_SAFETY_NAME", name)
-            .stdin(Stdio::null())
-            .stdout(log_file(&self.state, name))
-            .stderr(log_file(&self.state, name));
-        cmd
-    }
-}
-
-fn log_file(state: &Path, name: &str) -> Stdio {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state.join(format!("{name}.log")))
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::null())
-}
-
-/// This test binary, re-executed to run only the helper test, acting out `mode`.
-pub fn helper_command(mode: &str) -> Command {
-    let exe = std::env::current_exe().expect("current exe");
-    let mut cmd = Command::new(exe);
-    cmd.args(helper_args()).env(HELPER_ENV, mode);
-    cmd
-}
-
-pub fn helper_args() -> Vec<OsString> {
-    [
-        "--exact",
-        HELPER_TEST,
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect()
 }
 
 /// Waits until `cond` holds, failing the test with `what` after [`WAIT`].
@@ -128,33 +54,44 @@ pub fn happens_within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Waits for a file a helper writes (atomically) and returns its text.
-pub fn wait_file(path: &Path) -> String {
+/// Waits for a file something writes (atomically) and returns its text.
+pub fn wait_file(path: &std::path::Path) -> String {
     wait_until(&format!("{}", path.display()), || path.exists());
     std::fs::read_to_string(path).expect("read state file")
 }
 
-pub fn read_pid(path: &Path) -> i32 {
+pub fn read_pid(path: &std::path::Path) -> i32 {
     let text = wait_file(path);
     text.trim()
         .parse()
         .unwrap_or_else(|_| panic!("{} holds no pid: {text:?}", path.display()))
 }
 
-/// `(state, start time)` of a process from `/proc/<pid>/stat`.
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+/// `(state, parent, start time)` of a process from `/proc/<pid>/stat`.
+pub fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses: split after the last ')'.
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let state = fields.first()?.chars().next()?;
+    let parent = fields.get(1)?.parse().ok()?;
     // Field 22 of the whole line is the start time; `rest` begins at field 3.
     let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    Some((state, parent, start))
 }
 
 /// Running (not a zombie, not gone).
 pub fn running(pid: i32) -> bool {
-    proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+    proc_stat(pid).is_some_and(|(state, _, _)| state != 'Z' && state != 'X')
+}
+
+/// A child process of `parent`, from `/proc`; `None` while it has none.
+pub fn child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|&pid| proc_stat(pid).is_some_and(|(_, p, _)| p == parent))
 }
 
 /// How a process ended.
@@ -162,6 +99,34 @@ pub fn running(pid: i32) -> bool {
 pub struct Ended {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+}
+
+/// Reaps `pid` if it has ended; it must be this process's child (or re-parented here).
+pub fn try_reap(pid: i32) -> Option<Ended> {
+    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(Ended {
+            code: Some(code),
+            signal: None,
+        }),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Some(Ended {
+            code: None,
+            signal: Some(signal as i32),
+        }),
+        Ok(_) => None,
+        Err(e) => panic!("cannot wait for process {pid}: {e}"),
+    }
+}
+
+/// Reaps `pid` within a few seconds when it is this process's to reap; otherwise (its parent
+/// lives and will reap it) does nothing. For cleanup, so it never fails.
+pub fn reap_if_ours(pid: i32) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < until => std::thread::sleep(POLL),
+            _ => break,
+        }
+    }
 }
 
 /// Every process a test started or adopted. Dropping it SIGKILLs what still runs (checking
@@ -188,7 +153,7 @@ impl Reaper {
 
     /// Records a process this test did not start directly (a helper's child or grandchild).
     pub fn adopt(&mut self, pid: i32) {
-        if let Some((_, start)) = proc_stat(pid) {
+        if let Some((_, _, start)) = proc_stat(pid) {
             self.adopted.push((pid, start));
         }
     }
@@ -206,23 +171,8 @@ impl Reaper {
                         signal: status.signal(),
                     };
                 }
-            } else {
-                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::Exited(_, code)) => {
-                        return Ended {
-                            code: Some(code),
-                            signal: None,
-                        };
-                    }
-                    Ok(WaitStatus::Signaled(_, signal, _)) => {
-                        return Ended {
-                            code: None,
-                            signal: Some(signal as i32),
-                        };
-                    }
-                    Ok(_) => {}
-                    Err(e) => panic!("cannot wait for process {pid}: {e}"),
-                }
+            } else if let Some(ended) = try_reap(pid) {
+                return ended;
             }
             assert!(
                 Instant::now() < until,
@@ -240,7 +190,7 @@ impl Reaper {
 impl Drop for Reaper {
     fn drop(&mut self) {
         for &(pid, start) in &self.adopted {
-            if proc_stat(pid).is_some_and(|(_, s)| s == start) {
+            if proc_stat(pid).is_some_and(|(_, _, s)| s == start) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
@@ -251,15 +201,7 @@ impl Drop for Reaper {
         // Adopted processes that were re-parented here are zombies until reaped; the others
         // (still under a living parent) are that parent's to reap, and ECHILD says so.
         for &(pid, _) in &self.adopted {
-            let until = Instant::now() + Duration::from_secs(5);
-            loop {
-                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) if Instant::now() < until => {
-                        std::thread::sleep(POLL)
-                    }
-                    _ => break,
-                }
-            }
+            reap_if_ours(pid);
         }
     }
 }
@@ -277,9 +219,4 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::SeqCst)
     )
-}
-
-/// Puts `cmd` in its own process group (so a signal to the test's group never reaches it).
-pub fn own_group(cmd: &mut Command) -> &mut Command {
-    cmd.process_group(0)
 }

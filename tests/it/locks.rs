@@ -1,4 +1,5 @@
-//! L1–L5: app-domain locks held by real helper processes.
+//! L1–L5: app-domain locks held by real helper processes (this binary re-executed as a lock
+//! holder, see `support::helper`), in a lock dir of each test's own.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +7,18 @@ use ccci::sys::cancel::Cancel;
 use ccci::sys::lock::{self, AppLock, Contents, Holder};
 use nix::sys::signal::Signal;
 
-use super::support::{self, Reaper, Scratch, wait_file, wait_until};
+use crate::support::helper::Scratch;
+use crate::support::proc::{self as support, Reaper, wait_file, wait_until};
+
+crate::tests! {
+    local: l1_holder_records_run_id_pid_and_start_in_the_lock_file,
+    local: l2_sigkill_of_the_holder_releases_the_lock_at_once,
+    local: l3_probes_fail_at_once_when_held_and_succeed_when_free,
+    local: l4_lock_fd_is_not_inherited_by_children_that_outlive_the_holder,
+    local: l5_second_acquire_waits_for_the_first_holder_then_succeeds,
+    local: l5_a_waiting_acquire_is_interrupted_by_the_cancel_token,
+    local: j3_waiter_on_an_unlinked_lock_file_opens_the_path_again,
+}
 
 fn probe_holder() -> Holder {
     Holder::this_process("probe")
@@ -18,15 +30,11 @@ fn lock_file_text(scratch: &Scratch, domain: &str) -> String {
 
 /// Starts a `hold` helper for `domain` named `name` and waits until it holds the lock.
 fn holder(reaper: &mut Reaper, scratch: &Scratch, name: &str, domain: &str, run_id: &str) -> i32 {
-    let mut cmd = scratch.helper("hold", name);
-    cmd.env("CCCI_SAFETY_DOMAIN", domain)
-        .env("CCCI_SAFETY_RUN_ID", run_id);
-    let pid = reaper.spawn(cmd);
+    let pid = reaper.spawn(scratch.holder(name, domain, run_id));
     wait_file(&scratch.file(&format!("{name}.ready")));
     pid
 }
 
-#[test]
 fn l1_holder_records_run_id_pid_and_start_in_the_lock_file() {
     let scratch = Scratch::new();
     let mut reaper = Reaper::new();
@@ -50,7 +58,6 @@ fn l1_holder_records_run_id_pid_and_start_in_the_lock_file() {
     assert_eq!(json[0]["holder"]["run_id"], "run-l1");
 }
 
-#[test]
 fn l2_sigkill_of_the_holder_releases_the_lock_at_once() {
     let scratch = Scratch::new();
     let mut reaper = Reaper::new();
@@ -70,7 +77,6 @@ fn l2_sigkill_of_the_holder_releases_the_lock_at_once() {
     assert_eq!(lock.previous().holder().unwrap().run_id, "run-l2");
 }
 
-#[test]
 fn l3_probes_fail_at_once_when_held_and_succeed_when_free() {
     let scratch = Scratch::new();
     let mut reaper = Reaper::new();
@@ -94,13 +100,11 @@ fn l3_probes_fail_at_once_when_held_and_succeed_when_free() {
     assert!(!lock::list(&scratch.locks).unwrap()[0].held);
 }
 
-#[test]
 fn l4_lock_fd_is_not_inherited_by_children_that_outlive_the_holder() {
     let scratch = Scratch::new();
     let mut reaper = Reaper::new();
-    let mut cmd = scratch.helper("hold", "h");
-    cmd.env("CCCI_SAFETY_DOMAIN", "l4.ccci.test")
-        .env("CCCI_SAFETY_CHILD", "1");
+    let mut cmd = scratch.holder("h", "l4.ccci.test", "run-l4");
+    cmd.env("CCCI_IT_CHILD", "1");
     let pid = reaper.spawn(cmd);
     wait_file(&scratch.file("h.ready"));
     let child = support::read_pid(&scratch.file("h.child"));
@@ -128,15 +132,11 @@ fn l4_lock_fd_is_not_inherited_by_children_that_outlive_the_holder() {
     );
 }
 
-#[test]
 fn l5_second_acquire_waits_for_the_first_holder_then_succeeds() {
     let scratch = Scratch::new();
     let mut reaper = Reaper::new();
     let first = holder(&mut reaper, &scratch, "one", "l5.ccci.test", "run-one");
-    let mut cmd = scratch.helper("hold", "two");
-    cmd.env("CCCI_SAFETY_DOMAIN", "l5.ccci.test")
-        .env("CCCI_SAFETY_RUN_ID", "run-two");
-    reaper.spawn(cmd);
+    reaper.spawn(scratch.holder("two", "l5.ccci.test", "run-two"));
     wait_file(&scratch.file("two.waiting"));
     // While the first holds, the second does not get it.
     let two_ready = scratch.file("two.ready");
@@ -151,7 +151,6 @@ fn l5_second_acquire_waits_for_the_first_holder_then_succeeds() {
     assert!(lock_file_text(&scratch, "l5.ccci.test").contains("run-two"));
 }
 
-#[test]
 fn l5_a_waiting_acquire_is_interrupted_by_the_cancel_token() {
     let scratch = Scratch::new();
     let mut reaper = Reaper::new();
@@ -173,7 +172,6 @@ fn l5_a_waiting_acquire_is_interrupted_by_the_cancel_token() {
 
 /// J3 at the lock level: a locker waiting on a file the janitor unlinks must not end up
 /// holding the removed inode, which nobody else could see.
-#[test]
 fn j3_waiter_on_an_unlinked_lock_file_opens_the_path_again() {
     let scratch = Scratch::new();
     let domain = "j3w.ccci.test";

@@ -12,8 +12,46 @@ use ccci::run::abra_home::AbraHome;
 use ccci::sys::cancel::Cancel;
 use ccci::sys::process::Runner;
 
+crate::tests! {
+    local: every_abra_call_gets_the_run_home_and_the_documented_arguments,
+    local: a_failing_abra_call_is_an_error_naming_the_command,
+}
+
 fn standin() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/abra-standin/abra")
+    crate::support::sandbox::root().join("tests/fixtures/abra-standin/abra")
+}
+
+/// Sets process environment variables for one test and restores them when dropped, so no
+/// later test in the same process sees the stand-in on PATH.
+struct EnvGuard(Vec<(&'static str, Option<std::ffi::OsString>)>);
+
+impl EnvGuard {
+    fn set(vars: &[(&'static str, std::ffi::OsString)]) -> EnvGuard {
+        let mut saved = Vec::new();
+        for (key, value) in vars {
+            saved.push((*key, std::env::var_os(key)));
+            // SAFETY: the harness runs one test at a time per process, on one thread (see
+            // support::harness::main), and no thread of this test reads the environment
+            // through libc while it changes; the variables must reach the stand-in, which the
+            // driver spawns with the inherited environment.
+            unsafe { std::env::set_var(key, value) };
+        }
+        EnvGuard(saved)
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for (key, value) in self.0.drain(..) {
+            // SAFETY: as in `EnvGuard::set`.
+            unsafe {
+                match value {
+                    Some(value) => std::env::set_var(key, value),
+                    None => std::env::remove_var(key),
+                }
+            }
+        }
+    }
 }
 
 fn calls(record: &Path) -> Vec<(String, String)> {
@@ -30,7 +68,6 @@ fn calls(record: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
 fn every_abra_call_gets_the_run_home_and_the_documented_arguments() {
     let tmp = tempfile::tempdir().unwrap();
     let record = tmp.path().join("calls");
@@ -38,7 +75,6 @@ fn every_abra_call_gets_the_run_home_and_the_documented_arguments() {
     let recipe_dir = home.recipe_dir("demo");
     std::fs::create_dir_all(&recipe_dir).unwrap();
     std::fs::write(recipe_dir.join(".env.sample"), "TYPE=demo\nDOMAIN=x\n").unwrap();
-    // The record path travels in the child's environment, like ABRA_DIR itself.
     let runner = Runner::new(Cancel::new());
     let labels = Vec::new();
     let backups = tmp.path().join("backups");
@@ -55,15 +91,15 @@ fn every_abra_call_gets_the_run_home_and_the_documented_arguments() {
         backups: &backups,
         sink: &Discard,
     };
-    // SAFETY: this test binary's other test never reads or writes the environment, and the
-    // variable must reach the stand-in, which the driver spawns with the inherited environment.
-    unsafe { std::env::set_var("ABRA_RECORD", &record) };
-    // The stand-in is found on PATH, the way `--driver abra` finds the real one.
+    // The record path travels in the child's environment, like ABRA_DIR itself; the stand-in
+    // is found on PATH, the way `--driver abra` finds the real one.
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![standin().parent().unwrap().to_path_buf()];
     dirs.extend(std::env::split_paths(&path));
-    // SAFETY: as above.
-    unsafe { std::env::set_var("PATH", std::env::join_paths(dirs).unwrap()) };
+    let _env = EnvGuard::set(&[
+        ("ABRA_RECORD", record.clone().into_os_string()),
+        ("PATH", std::env::join_paths(dirs).unwrap()),
+    ]);
     let (driver, notice) = ccci::driver::select(ccci::driver::DriverChoice::Abra).unwrap();
     assert_eq!(driver.name(), "abra");
     assert_eq!(notice, None);
@@ -104,7 +140,6 @@ fn every_abra_call_gets_the_run_home_and_the_documented_arguments() {
     );
 }
 
-#[test]
 fn a_failing_abra_call_is_an_error_naming_the_command() {
     let tmp = tempfile::tempdir().unwrap();
     let home = AbraHome::create(&tmp.path().join("run"), &tmp.path().join("canonical")).unwrap();

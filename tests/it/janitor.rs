@@ -16,37 +16,37 @@ use ccci::janitor::{self, Action, Summary, SweepOptions};
 use ccci::naming;
 use ccci::sys::cancel::Cancel;
 use ccci::sys::lock::{self, AppLock, Holder};
-use ccci::sys::process::{Cmd, Runner};
+use ccci::sys::process::Cmd;
 
-use super::support::{self, Reaper, Scratch, wait_file};
+use crate::support::ccci::Ccci;
+use crate::support::helper::Scratch;
+use crate::support::proc::{self as support, Reaper, wait_file};
+use crate::support::sandbox::runner;
+use crate::support::swarm::IMAGE;
 
-const IMAGE: &str = "ccci-busybox:1";
-
-/// `false` when swarm tests are to be skipped; panics when docker, the swarm or the image is
-/// missing, so a machine without them never passes silently.
-fn need_swarm() -> bool {
-    if std::env::var("CCCI_SKIP_SWARM_TESTS").as_deref() == Ok("1") {
-        return false;
-    }
-    let hint = "run `bash scripts/setup-host.sh`, or set CCCI_SKIP_SWARM_TESTS=1 to skip";
-    let engine = Engine::from_env().unwrap_or_else(|e| panic!("docker unavailable: {e} ({hint})"));
-    let info = engine
-        .get_json("/v1.41/info")
-        .unwrap_or_else(|e| panic!("these tests need a running docker engine: {e} ({hint})"));
-    let state = info["Swarm"]["LocalNodeState"].as_str().unwrap_or("?");
-    assert_eq!(state, "active", "these tests need an active swarm ({hint})");
-    let image = engine
-        .request("GET", &format!("/v1.41/images/{IMAGE}/json"), None)
-        .unwrap();
-    assert!(
-        image.is_success(),
-        "these tests need the image {IMAGE} ({hint})"
-    );
-    true
-}
-
-fn runner() -> Runner {
-    Runner::new(Cancel::new())
+crate::tests! {
+    swarm: j1_orphan_is_reaped_exactly_once_and_its_lock_file_unlinked,
+    swarm: j2_app_of_a_live_run_is_never_reaped_and_the_skip_is_logged,
+    swarm: j3_run_waiting_for_a_domain_starts_after_the_reap_on_a_clean_slate,
+    swarm: j4_second_janitor_skips_an_orphan_the_first_is_reaping,
+    swarm: j4_janitor_that_listed_an_orphan_another_reaped_does_not_reap_it_again,
+    swarm: j5_app_without_any_lock_file_is_reaped_at_once,
+    swarm: j5_stack_without_env_file_or_domain_label_is_reaped_by_its_stack_name,
+    swarm: j5_stack_without_domain_label_follows_its_lock_file,
+    local: j6_lock_held_past_the_leak_threshold_is_flagged_with_its_holder_not_stolen,
+    local: j7_warm_apps_are_never_probed_and_get_no_lock_file,
+    local: j8_directory_in_place_of_a_lock_file_is_skipped_and_logged,
+    local: j8_missing_lock_directory_is_skipped_and_logged_nothing_reaped,
+    local: j8_corrupt_lock_file_is_skipped_not_reaped_not_rewritten,
+    swarm: j8_unreadable_env_file_is_skipped_and_logged,
+    local: j8_swarm_that_cannot_be_asked_means_nothing_is_reaped,
+    swarm: j9_nothing_created_after_the_sweep_started_is_reaped,
+    swarm: j9_stack_deployed_after_the_sweep_started_is_left_for_the_next_sweep,
+    swarm: j9_containers_swarm_restarts_after_the_sweep_started_do_not_make_an_orphan_new,
+    swarm: dry_run_reports_the_orphan_and_changes_nothing,
+    local: hand_made_apps_and_other_zones_are_not_candidates,
+    swarm: stale_lock_file_of_a_run_killed_before_deploying_is_removed_live_and_foreign_kept,
+    swarm: sigterm_stops_the_janitor_between_apps_after_finishing_the_reap_under_way,
 }
 
 /// A temporary abra home and lock dir, under a zone of this test's own.
@@ -110,9 +110,7 @@ impl Host {
 
     /// A `hold` helper holding `domain`'s lock, as a live run would.
     fn hold(&self, reaper: &mut Reaper, name: &str, domain: &str, extra: &[(&str, &str)]) -> i32 {
-        let mut cmd = self.scratch.helper("hold", name);
-        cmd.env("CCCI_SAFETY_DOMAIN", domain)
-            .env("CCCI_SAFETY_RUN_ID", format!("run-{name}"));
+        let mut cmd = self.scratch.holder(name, domain, &format!("run-{name}"));
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -252,11 +250,7 @@ fn assert_reaped(host: &Host, app: &Deployed, env_file: Option<&PathBuf>) {
     );
 }
 
-#[test]
 fn j1_orphan_is_reaped_exactly_once_and_its_lock_file_unlinked() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let mut reaper = Reaper::new();
     let domain = host.domain();
@@ -294,11 +288,7 @@ fn j1_orphan_is_reaped_exactly_once_and_its_lock_file_unlinked() {
     assert!(again.details.is_empty(), "{again:#?}");
 }
 
-#[test]
 fn j2_app_of_a_live_run_is_never_reaped_and_the_skip_is_logged() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let mut reaper = Reaper::new();
     let domain = host.domain();
@@ -380,11 +370,7 @@ fn candidates_listed(e: &Event) -> bool {
     matches!(e, Event::StepStarted { step, .. } if step == "janitor")
 }
 
-#[test]
 fn j3_run_waiting_for_a_domain_starts_after_the_reap_on_a_clean_slate() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
@@ -436,11 +422,7 @@ fn j3_run_waiting_for_a_domain_starts_after_the_reap_on_a_clean_slate() {
     drop(lock);
 }
 
-#[test]
 fn j4_second_janitor_skips_an_orphan_the_first_is_reaping() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
@@ -468,11 +450,7 @@ fn j4_second_janitor_skips_an_orphan_the_first_is_reaping() {
     assert_reaped(&host, &app, Some(&env_file));
 }
 
-#[test]
 fn j4_janitor_that_listed_an_orphan_another_reaped_does_not_reap_it_again() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
@@ -500,11 +478,7 @@ fn j4_janitor_that_listed_an_orphan_another_reaped_does_not_reap_it_again() {
     assert_reaped(&host, &app, Some(&env_file));
 }
 
-#[test]
 fn j5_app_without_any_lock_file_is_reaped_at_once() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
@@ -515,11 +489,7 @@ fn j5_app_without_any_lock_file_is_reaped_at_once() {
     assert_reaped(&host, &app, Some(&env_file));
 }
 
-#[test]
 fn j5_stack_without_env_file_or_domain_label_is_reaped_by_its_stack_name() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let app = Deployed::new(&domain, false);
@@ -532,11 +502,7 @@ fn j5_stack_without_env_file_or_domain_label_is_reaped_by_its_stack_name() {
     assert_reaped(&host, &app, None);
 }
 
-#[test]
 fn j5_stack_without_domain_label_follows_its_lock_file() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let mut reaper = Reaper::new();
     let domain = host.domain();
@@ -551,7 +517,6 @@ fn j5_stack_without_domain_label_follows_its_lock_file() {
     assert!(!app.remaining().is_empty());
 }
 
-#[test]
 fn j6_lock_held_past_the_leak_threshold_is_flagged_with_its_holder_not_stolen() {
     let host = Host::new("leak_threshold: 120m\n");
     let mut reaper = Reaper::new();
@@ -564,7 +529,7 @@ fn j6_lock_held_past_the_leak_threshold_is_flagged_with_its_holder_not_stolen() 
         &mut reaper,
         "old",
         &domain,
-        &[("CCCI_SAFETY_STARTED_AT", three_hours_ago.as_str())],
+        &[("CCCI_IT_STARTED_AT", three_hours_ago.as_str())],
     );
     let (summary, events) = host.sweep_now();
     assert_eq!(
@@ -606,7 +571,6 @@ fn j6_lock_held_past_the_leak_threshold_is_flagged_with_its_holder_not_stolen() 
     assert!(text.contains("run-old"), "{text}");
 }
 
-#[test]
 fn j7_warm_apps_are_never_probed_and_get_no_lock_file() {
     let host = Host::new("");
     let domain = host.domain();
@@ -630,7 +594,6 @@ fn j7_warm_apps_are_never_probed_and_get_no_lock_file() {
     }
 }
 
-#[test]
 fn j8_directory_in_place_of_a_lock_file_is_skipped_and_logged() {
     let host = Host::new("");
     let domain = host.domain();
@@ -651,7 +614,6 @@ fn j8_directory_in_place_of_a_lock_file_is_skipped_and_logged() {
     assert!(host.lock_file(&domain).is_dir());
 }
 
-#[test]
 fn j8_missing_lock_directory_is_skipped_and_logged_nothing_reaped() {
     let mut host = Host::new("");
     let domain = host.domain();
@@ -675,7 +637,6 @@ fn j8_missing_lock_directory_is_skipped_and_logged_nothing_reaped() {
     assert_eq!((summary.reaped, summary.errors), (0, 1), "{summary:#?}");
 }
 
-#[test]
 fn j8_corrupt_lock_file_is_skipped_not_reaped_not_rewritten() {
     let host = Host::new("");
     let domain = host.domain();
@@ -700,11 +661,7 @@ fn j8_corrupt_lock_file_is_skipped_not_reaped_not_rewritten() {
     assert!(listed[0].corrupt && listed[0].holder.is_none());
 }
 
-#[test]
 fn j8_unreadable_env_file_is_skipped_and_logged() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.config.env_file(&domain);
@@ -716,7 +673,6 @@ fn j8_unreadable_env_file_is_skipped_and_logged() {
     assert!(env_file.exists());
 }
 
-#[test]
 fn j8_swarm_that_cannot_be_asked_means_nothing_is_reaped() {
     let host = Host::new("");
     let domain = host.domain();
@@ -741,7 +697,6 @@ fn j8_swarm_that_cannot_be_asked_means_nothing_is_reaped() {
     assert!(!host.lock_file(&domain).exists(), "a lock file was created");
 }
 
-#[test]
 fn j9_nothing_created_after_the_sweep_started_is_reaped() {
     // An env file newer than the sweep's start.
     let host = Host::new("");
@@ -762,11 +717,7 @@ fn j9_nothing_created_after_the_sweep_started_is_reaped() {
     assert!(!host.lock_file(&domain).exists());
 }
 
-#[test]
 fn j9_stack_deployed_after_the_sweep_started_is_left_for_the_next_sweep() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let started = SystemTime::now() - Duration::from_secs(1);
@@ -787,11 +738,7 @@ fn j9_stack_deployed_after_the_sweep_started_is_left_for_the_next_sweep() {
     assert_reaped(&host, &app, None);
 }
 
-#[test]
 fn dry_run_reports_the_orphan_and_changes_nothing() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
@@ -812,7 +759,6 @@ fn dry_run_reports_the_orphan_and_changes_nothing() {
     assert_reaped(&host, &app, Some(&env_file));
 }
 
-#[test]
 fn hand_made_apps_and_other_zones_are_not_candidates() {
     let host = Host::new("");
     for name in ["myblog.example.org", "bus-abcdef.other.zone"] {
@@ -825,11 +771,7 @@ fn hand_made_apps_and_other_zones_are_not_candidates() {
     );
 }
 
-#[test]
 fn stale_lock_file_of_a_run_killed_before_deploying_is_removed_live_and_foreign_kept() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let mut reaper = Reaper::new();
     // A run killed after taking its lock, before creating anything: only the file remains.
@@ -880,12 +822,7 @@ fn stale_lock_file_of_a_run_killed_before_deploying_is_removed_live_and_foreign_
     reaper.wait_exit(pid, support::WAIT);
 }
 
-#[test]
 fn sigterm_stops_the_janitor_between_apps_after_finishing_the_reap_under_way() {
-    if !need_swarm() {
-        return;
-    }
-    use std::io::BufRead;
     let host = Host::new("");
     let mut domains = [host.domain(), host.domain()];
     // The sweep takes candidates in stack-name order.
@@ -899,52 +836,28 @@ fn sigterm_stops_the_janitor_between_apps_after_finishing_the_reap_under_way() {
     )
     .unwrap();
 
-    let mut reaper = Reaper::new();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ccci"));
-    cmd.args(["--config", config.to_str().unwrap(), "janitor"])
+    let mut janitor = Ccci::new()
+        .args(["--config", config.to_str().unwrap(), "janitor"])
         .env("ABRA_DIR", &host.config.abra_dir)
         .env("CCCI_APP_LOCK_DIR", &host.config.lock_dir)
         .env("CCCI_RUNS_DIR", &host.config.runs_dir)
-        .env("CI", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let pid = child.id() as i32;
-    reaper.adopt(pid);
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("janitor ended before reaping: {seen:#?}"))
-            .unwrap();
-        let started = line.contains(&format!("reap: {}", domains[0]));
-        seen.push(line);
-        if started {
-            break;
-        }
-    }
-    reaper.signal(pid, nix::sys::signal::Signal::SIGTERM);
-    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(143), "{seen:#?}\n{rest:#?}");
-    assert!(
-        rest.iter()
-            .any(|l| l.contains("sweep interrupted by SIGTERM")),
-        "{rest:#?}"
-    );
+        .spawn();
+    janitor.wait_for_line(&format!("reap: {}", domains[0]), 1);
+    janitor.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = janitor.wait();
+    assert_eq!(out.code(), Some(143), "{out}");
+    let (_, rest) = out
+        .stderr
+        .split_once(&format!("reap: {}", domains[0]))
+        .unwrap();
+    assert!(rest.contains("sweep interrupted by SIGTERM"), "{out}");
     // The reap under way finished; the next app was not started on.
     assert_reaped(&host, &apps[0], Some(&env_files[0]));
     assert!(!apps[1].remaining().is_empty());
     assert!(env_files[1].exists());
 }
 
-#[test]
 fn j9_containers_swarm_restarts_after_the_sweep_started_do_not_make_an_orphan_new() {
-    if !need_swarm() {
-        return;
-    }
     let host = Host::new("");
     let domain = host.domain();
     let app = Deployed::new(&domain, true);

@@ -1,0 +1,172 @@
+//! The test harness of the integration crate: every module registers its tests with
+//! [`tests!`](crate::tests), and `main` hands them to `libtest-mimic`.
+//!
+//! What a test needs decides whether it is listed as ignored, and the decision is made when the
+//! tests are listed, never by a test returning early:
+//!
+//! - `local` tests need nothing but this machine: they always run.
+//! - `swarm` tests need docker with an active swarm. When `docker info` (asked once, with a short
+//!   timeout) says there is none, they are listed as ignored, so nextest reports them as
+//!   skipped, and the harness says why on stderr. With a swarm they run.
+//! - `measurement` tests (timings that print figures, not checks) are always listed as ignored;
+//!   they run with `--run-ignored only` (nextest) or `--ignored` (libtest). Their names start
+//!   with `measure::`, so a listing tells them apart from tests skipped for want of a swarm.
+//!
+//! nextest lists the tests in one process (`--list`), then runs each one in a process of its
+//! own (`--exact NAME`, plus `--ignored` for a test it listed as ignored). Such a run follows
+//! the listing: the test runs, whatever the swarm says by then, and a swarm test that finds no
+//! swarm fails saying so (see [`crate::support::swarm::require`]). Run without nextest (plain
+//! `cargo test --test it`), listing and running are one process, so the one decision holds.
+
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Trial};
+
+/// What a test needs from this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing beyond this machine: processes, files, the kernel.
+    Local,
+    /// Docker with an active single-node swarm and the local image `ccci-busybox:1`.
+    Swarm,
+    /// A swarm, and a person who asked for a timing measurement.
+    Measurement,
+}
+
+/// One registered test: its full name (`module::function`) and body.
+pub struct Test {
+    pub name: String,
+    pub needs: Needs,
+    pub run: fn(),
+}
+
+impl Test {
+    /// `module` is the registering module's `module_path!()`; the crate's own name is dropped,
+    /// so names read `guards::g3_…`, which is what nextest filters (`test(/^guards::/)`) match.
+    pub fn new(module: &str, function: &str, needs: Needs, run: fn()) -> Test {
+        let module = module.split_once("::").map_or("", |(_, rest)| rest);
+        let name = if module.is_empty() {
+            function.to_string()
+        } else {
+            format!("{module}::{function}")
+        };
+        Test { name, needs, run }
+    }
+}
+
+/// Registers a module's tests: `tests! { local: a, swarm: b, measurement: c }` defines
+/// `pub fn tests() -> Vec<Test>` listing them. Test functions are private `fn()`s, so one that
+/// is left out of the list is dead code, which the crate denies (`#![deny(dead_code)]` in
+/// `main.rs`): a test that is written but never run does not build.
+#[macro_export]
+macro_rules! tests {
+    ($($needs:ident : $name:ident),* $(,)?) => {
+        pub fn tests() -> Vec<$crate::support::harness::Test> {
+            vec![$($crate::support::harness::Test::new(
+                module_path!(),
+                stringify!($name),
+                $crate::tests!(@needs $needs),
+                $name,
+            )),*]
+        }
+    };
+    (@needs local) => { $crate::support::harness::Needs::Local };
+    (@needs swarm) => { $crate::support::harness::Needs::Swarm };
+    (@needs measurement) => { $crate::support::harness::Needs::Measurement };
+}
+
+/// Whether swarm tests are listed as ignored, and why.
+enum Listing {
+    /// Decided now: `None` when the swarm is there, else the reason it is not.
+    Decided(Option<String>),
+    /// A run by nextest of one test it listed before: run what it names.
+    FollowNextest,
+}
+
+/// Runs the harness: lists or runs `tests` as the command line asks, and exits.
+pub fn main(tests: Vec<Test>) -> ! {
+    let mut args = Arguments::from_args();
+    check_registrations(&tests);
+    // Tests adopt the orphans of the processes they kill (a subreaper) and some set
+    // process-wide state (the environment, signal handling of children): one test at a time per
+    // process. nextest runs every test in a process of its own, which is where the suite's
+    // parallelism comes from.
+    args.test_threads = Some(1);
+    let listing = if args.list || std::env::var_os("NEXTEST").is_none() {
+        Listing::Decided(needs_any_swarm(&tests).then(swarm_absence).flatten())
+    } else {
+        Listing::FollowNextest
+    };
+    if let Listing::Decided(Some(reason)) = &listing {
+        let n = tests.iter().filter(|t| t.needs == Needs::Swarm).count();
+        eprintln!(
+            "it: {n} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm"
+        );
+    }
+    if !args.list && !args.ignored && !args.include_ignored {
+        let n = tests
+            .iter()
+            .filter(|t| t.needs == Needs::Measurement)
+            .count();
+        if n > 0 && matches!(listing, Listing::Decided(_)) {
+            eprintln!(
+                "it: {n} measurements (`measure::`) are ignored on purpose; run them with --ignored"
+            );
+        }
+    }
+    let trials = tests
+        .into_iter()
+        .map(|test| {
+            let ignored = match (&listing, test.needs) {
+                (Listing::FollowNextest, _) => args.ignored,
+                (Listing::Decided(_), Needs::Local) => false,
+                (Listing::Decided(absent), Needs::Swarm) => absent.is_some(),
+                (Listing::Decided(_), Needs::Measurement) => true,
+            };
+            let (run, needs) = (test.run, test.needs);
+            Trial::test(test.name, move || {
+                if needs != Needs::Local {
+                    crate::support::swarm::require();
+                }
+                run();
+                Ok(())
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+fn needs_any_swarm(tests: &[Test]) -> bool {
+    tests.iter().any(|t| t.needs != Needs::Local)
+}
+
+/// `None` when docker answers that its swarm is active; otherwise what it said instead.
+fn swarm_absence() -> Option<String> {
+    match crate::support::swarm::state(Duration::from_secs(5)) {
+        Ok(state) if state == "active" => None,
+        Ok(state) => Some(format!("the swarm is `{state}`, not active")),
+        Err(e) => Some(e),
+    }
+}
+
+/// Every name once, and every measurement under `measure::` (what the listing shows of why a
+/// test is ignored); a harness that breaks either fails before it lists anything.
+fn check_registrations(tests: &[Test]) {
+    let mut names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        eprintln!("it: test {} is registered twice", pair[0]);
+        std::process::exit(101);
+    }
+    if let Some(t) = tests
+        .iter()
+        .find(|t| (t.needs == Needs::Measurement) != t.name.starts_with("measure::"))
+    {
+        eprintln!(
+            "it: {}: measurements, and only they, live in the `measure` module",
+            t.name
+        );
+        std::process::exit(101);
+    }
+}

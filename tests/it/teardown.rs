@@ -1,0 +1,162 @@
+//! Teardown on the real swarm: everything of a stack removed fast (containers killed, not
+//! stopped gracefully), idempotent, and bounded by its budget.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ccci::docker::teardown::{self, Target};
+use ccci::event::{Event, Recorder};
+use ccci::sys::process::Cmd;
+
+use crate::support::sandbox::runner;
+use crate::support::stack::{Stack, healthy_compose, swarm, wait};
+use crate::support::swarm::IMAGE;
+
+crate::tests! {
+    swarm: teardown_removes_everything_fast_and_is_idempotent,
+    swarm: teardown_of_a_stack_that_never_existed_is_clean,
+    swarm: teardown_out_of_budget_reports_leftovers_instead_of_failing,
+}
+
+/// A stack with a volume, a secret and a config from its compose file, a secret ccci made
+/// itself with the stack's label, and a main process that ignores SIGTERM.
+fn everything_compose() -> String {
+    format!(
+        r#"version: "3.8"
+services:
+  app:
+    image: {IMAGE}
+    command: ["sh", "-c", "trap '' TERM; touch /data/marker; sleep 3600"]
+    volumes:
+      - data:/data
+    secrets:
+      - pw
+    configs:
+      - source: conf
+        target: /conf
+volumes:
+  data:
+secrets:
+  pw:
+    file: ./pw.txt
+configs:
+  conf:
+    file: ./pw.txt
+"#
+    )
+}
+
+fn create_labelled_secret(stack: &Stack) -> String {
+    let name = format!("{}_made_by_ccci_v1", stack.name);
+    let out = runner()
+        .output(
+            &Cmd::new("docker")
+                .args(["secret", "create", "--label"])
+                .arg(format!("com.docker.stack.namespace={}", stack.name))
+                .arg(&name)
+                .arg("-")
+                .stdin_bytes("s3cret"),
+        )
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_str());
+    name
+}
+
+fn teardown_removes_everything_fast_and_is_idempotent() {
+    let swarm = swarm();
+    let stack = Stack::new();
+    let since = stack.deploy(&everything_compose());
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
+    let own_secret = create_labelled_secret(&stack);
+    let env_file = stack.dir.path().join("app.env");
+    std::fs::write(&env_file, "TYPE=test\n").unwrap();
+    let before = teardown::remaining(&runner(), &stack.name).unwrap();
+    for expected in [
+        format!("service {}_app", stack.name),
+        format!("volume {}_data", stack.name),
+        format!("secret {own_secret}"),
+        format!("network {}_default", stack.name),
+    ] {
+        assert!(before.contains(&expected), "{expected} not in {before:?}");
+    }
+
+    let events = Recorder::default();
+    let target = Target {
+        env_file: Some(env_file.clone()),
+        ..stack.target()
+    };
+    let budget = runner().with_budget(Duration::from_secs(90));
+    let outcome = teardown::teardown(&budget, &target, &events);
+    assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
+    assert_eq!(
+        teardown::remaining(&runner(), &stack.name).unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(!env_file.exists());
+    for expected in [
+        format!("volume {}_data", stack.name),
+        format!("secret {own_secret}"),
+    ] {
+        assert!(
+            outcome.removed.contains(&expected),
+            "{expected} not in {:?}",
+            outcome.removed
+        );
+    }
+    // The container ignores SIGTERM: a graceful stop would take its 10 s grace period.
+    assert!(
+        outcome.elapsed < Duration::from_secs(8),
+        "teardown took {:?}",
+        outcome.elapsed
+    );
+    assert!(
+        events
+            .events()
+            .iter()
+            .all(|e| matches!(e, Event::TeardownStep { ok: true, .. }))
+    );
+
+    let again = teardown::teardown(&budget, &target, &Recorder::default());
+    assert!(again.leftovers.is_empty(), "{:?}", again.leftovers);
+    assert!(again.removed.is_empty(), "{:?}", again.removed);
+}
+
+fn teardown_of_a_stack_that_never_existed_is_clean() {
+    let target = Target {
+        domain: "never.test".into(),
+        stack: Stack::unique_name(),
+        env_file: Some(PathBuf::from("/nonexistent/ccci/never.env")),
+    };
+    let outcome = teardown::teardown(
+        &runner().with_budget(Duration::from_secs(30)),
+        &target,
+        &Recorder::default(),
+    );
+    assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
+    assert!(outcome.removed.is_empty(), "{:?}", outcome.removed);
+}
+
+fn teardown_out_of_budget_reports_leftovers_instead_of_failing() {
+    let stack = Stack::new();
+    stack.deploy(&healthy_compose());
+    // A budget already spent: nothing can run, and teardown must say so, not hang or panic.
+    let spent = runner().with_budget(Duration::ZERO);
+    let events = Recorder::default();
+    let started = Instant::now();
+    let outcome = teardown::teardown(&spent, &stack.target(), &events);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!outcome.leftovers.is_empty());
+    assert!(
+        events
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::TeardownStep { ok: false, .. })),
+        "{:?}",
+        events.events()
+    );
+    // The guard's teardown, with a real budget, then cleans up.
+}
