@@ -179,6 +179,8 @@ struct Candidate {
     setups: BTreeSet<String>,
     /// The latest `ccci.keep-until` of its resources.
     keep_until: Option<u64>,
+    /// Why its env file could not be read, when it could not.
+    env_unreadable: Option<String>,
 }
 
 impl Candidate {
@@ -350,10 +352,13 @@ impl Sweep<'_> {
                 }
                 // An unreadable file is judged (and refused) when reaped; here it just has no
                 // setup mark.
-                if let Ok(env) = crate::recipe::envfile::EnvFile::read(&path)
-                    && let Some(setup) = env.get(labels::ENV_SETUP)
-                {
-                    candidate.setups.insert(setup.to_string());
+                match crate::recipe::envfile::EnvFile::read(&path) {
+                    Ok(env) => {
+                        if let Some(setup) = env.get(labels::ENV_SETUP) {
+                            candidate.setups.insert(setup.to_string());
+                        }
+                    }
+                    Err(e) => candidate.env_unreadable = Some(e.to_string()),
                 }
                 // An entry that vanished since the listing is simply not a candidate's creation
                 // time; one that is no regular file is judged (and refused) later.
@@ -512,6 +517,11 @@ impl Sweep<'_> {
         };
         // J10: another setup's app is not ours to judge, whatever our lock directory says.
         let own = labels::setup_id(lock_dir);
+        if let (true, Some(why)) = (candidate.setups.is_empty(), &candidate.env_unreadable) {
+            let reason =
+                format!("unreadable env file ({why}): whose app it is cannot be told; left alone");
+            return summary.push(self.sink, detail(Action::Error, reason));
+        }
         let ours = if candidate.setups.is_empty() {
             path.exists()
         } else {

@@ -17,6 +17,9 @@ crate::tests! {
     local: bad_input_is_one_line_and_changes_nothing,
     swarm: missing_abra_is_an_infrastructure_error,
     swarm: every_step_replays_by_hand_on_a_prepared_run,
+    swarm: a_release_whose_version_label_names_another_version_is_base_failed,
+    swarm: kept_app_is_listed_left_by_the_janitor_and_removed_by_its_command,
+    swarm: database_recipe_passes_install_upgrade_and_backup_with_real_postgres,
 }
 
 fn demo_passes_install_upgrade_and_backup() {
@@ -336,6 +339,128 @@ fn every_step_replays_by_hand_on_a_prepared_run() {
         assert!(
             log.contains(line),
             "`{line}` missing from the run's log:\n{log}"
+        );
+    }
+    sb.assert_nothing_left(&record);
+}
+
+fn a_release_whose_version_label_names_another_version_is_base_failed() {
+    let sb = Sandbox::new("");
+    let repo = sb.recipe_repo("tests/fixtures/recipes/mislabel", "mislabel");
+    let out = sb
+        .ccci()
+        .args([
+            "test",
+            "mislabel",
+            "--source",
+            repo.to_str().unwrap(),
+            "--stage",
+            "upgrade",
+            "--run-id",
+            "e2e-mislabel",
+        ])
+        .run();
+    assert_eq!(out.code(), Some(4), "{out}");
+    let record = sb.record("e2e-mislabel");
+    assert_eq!(record.verdict, Some(Verdict::BaseFailed));
+    let reason = record.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("base version 0.1.0+1.0 does not deploy: the release is what runs:")
+            && reason.contains("0.0.9+1.0"),
+        "{reason}"
+    );
+    sb.assert_nothing_left(&record);
+}
+
+fn kept_app_is_listed_left_by_the_janitor_and_removed_by_its_command() {
+    let sb = Sandbox::new("");
+    let repo = sb.demo_repo();
+    let out = sb
+        .ccci()
+        .args([
+            "test",
+            "demo",
+            "--source",
+            repo.to_str().unwrap(),
+            "--stage",
+            "install",
+            "--keep",
+            "always",
+            "--keep-for",
+            "1h",
+            "--run-id",
+            "e2e-kept",
+        ])
+        .run();
+    assert_eq!(out.code(), Some(0), "{out}");
+    let record = sb.record("e2e-kept");
+    let command = format!("ccci teardown --domain {}", record.domain);
+    assert_eq!(record.kept.as_deref(), Some(command.as_str()));
+    assert!(!record.torn_down);
+
+    let apps = sb.ccci().args(["apps"]).run();
+    assert_eq!(apps.code(), Some(0), "{apps}");
+    let line = apps
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&record.domain))
+        .unwrap_or_else(|| panic!("{} not listed:\n{apps}", record.domain));
+    assert!(line.contains("kept") && line.contains(&command), "{line}");
+
+    let janitor = sb.ccci().args(["janitor", "--json"]).run();
+    assert_eq!(janitor.code(), Some(0), "{janitor}");
+    let summary: serde_json::Value = serde_json::from_str(&janitor.stdout).unwrap();
+    assert_eq!(summary["reaped"], 0, "{janitor}");
+    assert!(
+        sb.env_file(&record.domain).exists(),
+        "the janitor took a kept app"
+    );
+
+    let teardown = sb
+        .ccci()
+        .args(["teardown", "--domain", &record.domain])
+        .run();
+    assert_eq!(teardown.code(), Some(0), "{teardown}");
+    sb.assert_nothing_left(&record);
+}
+
+fn database_recipe_passes_install_upgrade_and_backup_with_real_postgres() {
+    let sb = Sandbox::new("");
+    let repo = sb.recipe_repo("recipes/pgapp", "pgapp");
+    let out = sb
+        .ccci()
+        .args([
+            "test",
+            "pgapp",
+            "--source",
+            repo.to_str().unwrap(),
+            "--stage",
+            "all",
+            "--driver",
+            "stack",
+            "--run-id",
+            "e2e-pgapp",
+        ])
+        .run();
+    assert_eq!(out.code(), Some(0), "{out}");
+    let record = sb.record("e2e-pgapp");
+    assert_eq!(record.verdict, Some(Verdict::Pass));
+    assert_eq!(record.base_version.as_deref(), Some("0.2.0+1.0"));
+    let checks: Vec<&str> = record
+        .stages
+        .iter()
+        .flat_map(|s| s.checks.iter().filter(|c| c.ok).map(|c| c.name.as_str()))
+        .collect();
+    for expected in [
+        "install.d/10-rows",
+        "upgrade.d/10-rows-survived",
+        "backup.d/10-rows-restored",
+        "the release is what runs",
+        "the change is what runs",
+    ] {
+        assert!(
+            checks.contains(&expected),
+            "{expected} not among {checks:?}"
         );
     }
     sb.assert_nothing_left(&record);

@@ -13,6 +13,7 @@ use ccci::docker::api::{Engine, Kind};
 use ccci::docker::teardown::{self, Target};
 use ccci::event::{Event, EventSink, Recorder};
 use ccci::janitor::{self, Action, Summary, SweepOptions};
+use ccci::labels;
 use ccci::naming;
 use ccci::sys::cancel::Cancel;
 use ccci::sys::lock::{self, AppLock, Holder};
@@ -43,6 +44,9 @@ crate::tests! {
     swarm: j9_nothing_created_after_the_sweep_started_is_reaped,
     swarm: j9_stack_deployed_after_the_sweep_started_is_left_for_the_next_sweep,
     swarm: j9_containers_swarm_restarts_after_the_sweep_started_do_not_make_an_orphan_new,
+    swarm: j10_app_of_another_setup_is_never_a_candidate,
+    local: j10_env_file_of_another_setups_run_that_has_not_deployed_is_left_alone,
+    swarm: j11_kept_app_is_left_until_its_keep_deadline_then_reaped,
     swarm: dry_run_reports_the_orphan_and_changes_nothing,
     local: hand_made_apps_and_other_zones_are_not_candidates,
     swarm: stale_lock_file_of_a_run_killed_before_deploying_is_removed_live_and_foreign_kept,
@@ -88,10 +92,24 @@ impl Host {
         )
     }
 
+    /// An app env file as a run of this setup writes it (with its setup mark).
     fn env_file(&self, domain: &str) -> PathBuf {
         let path = self.config.env_file(domain);
-        std::fs::write(&path, format!("TYPE=busybox\nDOMAIN={domain}\n")).unwrap();
+        let setup = labels::setup_id(&self.config.lock_dir);
+        std::fs::write(
+            &path,
+            format!("TYPE=busybox\nDOMAIN={domain}\nCCCI_SETUP={setup}\n"),
+        )
+        .unwrap();
         path
+    }
+
+    /// The labels a run of this setup puts on its resources, besides its run id.
+    fn marks(&self) -> Vec<(String, String)> {
+        vec![(
+            labels::SETUP.to_string(),
+            labels::setup_id(&self.config.lock_dir),
+        )]
     }
 
     fn lock_file(&self, domain: &str) -> PathBuf {
@@ -145,7 +163,8 @@ struct Deployed {
 }
 
 impl Deployed {
-    fn new(domain: &str, with_domain_label: bool) -> Self {
+    /// `extra`: more labels, e.g. the setup mark every run puts on its resources.
+    fn new(domain: &str, with_domain_label: bool, extra: &[(String, String)]) -> Self {
         let stack = naming::stack_name(domain);
         let dir = tempfile::tempdir().unwrap();
         let run_id = support::unique("run");
@@ -159,6 +178,9 @@ impl Deployed {
         );
         if with_domain_label {
             labels.push_str(&format!("        ccci.domain: \"{domain}\"\n"));
+        }
+        for (key, value) in extra {
+            labels.push_str(&format!("        {key}: \"{value}\"\n"));
         }
         let compose = format!(
             r#"version: "3.8"
@@ -255,7 +277,7 @@ fn j1_orphan_is_reaped_exactly_once_and_its_lock_file_unlinked() {
     let mut reaper = Reaper::new();
     let domain = host.domain();
     let env_file = host.env_file(&domain);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     // The run that made it was SIGKILLed: its lock file stays, free.
     let pid = host.hold(&mut reaper, "dead", &domain, &[]);
     reaper.signal(pid, nix::sys::signal::Signal::SIGKILL);
@@ -293,7 +315,7 @@ fn j2_app_of_a_live_run_is_never_reaped_and_the_skip_is_logged() {
     let mut reaper = Reaper::new();
     let domain = host.domain();
     let env_file = host.env_file(&domain);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     let pid = host.hold(&mut reaper, "live", &domain, &[]);
 
     let (summary, events) = host.sweep_now();
@@ -374,7 +396,7 @@ fn j3_run_waiting_for_a_domain_starts_after_the_reap_on_a_clean_slate() {
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     let seen = Arc::new(Mutex::new(None));
     let waiter = Arc::new(Mutex::new(None));
     // When the reap starts, a new run asks for the same domain and blocks.
@@ -426,7 +448,7 @@ fn j4_second_janitor_skips_an_orphan_the_first_is_reaping() {
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     let second = Arc::new(Mutex::new(None));
     // The second janitor sweeps, start to end, while the first holds the lock and reaps.
     let sink = {
@@ -454,7 +476,7 @@ fn j4_janitor_that_listed_an_orphan_another_reaped_does_not_reap_it_again() {
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     let first = Arc::new(Mutex::new(None));
     // The second janitor has listed its candidates; the first then sweeps start to end
     // before the second probes any lock.
@@ -482,7 +504,7 @@ fn j5_app_without_any_lock_file_is_reaped_at_once() {
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     assert_eq!(std::fs::read_dir(&host.config.lock_dir).unwrap().count(), 0);
     let (summary, _) = host.sweep_now();
     assert_eq!(summary.reaped, 1, "{summary:#?}");
@@ -492,7 +514,7 @@ fn j5_app_without_any_lock_file_is_reaped_at_once() {
 fn j5_stack_without_env_file_or_domain_label_is_reaped_by_its_stack_name() {
     let host = Host::new("");
     let domain = host.domain();
-    let app = Deployed::new(&domain, false);
+    let app = Deployed::new(&domain, false, &host.marks());
     let (summary, _) = host.sweep_now();
     assert_eq!(summary.reaped, 1, "{summary:#?}");
     assert_eq!(
@@ -506,7 +528,7 @@ fn j5_stack_without_domain_label_follows_its_lock_file() {
     let host = Host::new("");
     let mut reaper = Reaper::new();
     let domain = host.domain();
-    let app = Deployed::new(&domain, false);
+    let app = Deployed::new(&domain, false, &host.marks());
     host.hold(&mut reaper, "live", &domain, &[]);
     let (summary, _) = host.sweep_now();
     assert_eq!(
@@ -721,7 +743,7 @@ fn j9_stack_deployed_after_the_sweep_started_is_left_for_the_next_sweep() {
     let host = Host::new("");
     let domain = host.domain();
     let started = SystemTime::now() - Duration::from_secs(1);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     let opts = SweepOptions {
         dry_run: false,
         now: started,
@@ -742,7 +764,7 @@ fn dry_run_reports_the_orphan_and_changes_nothing() {
     let host = Host::new("");
     let domain = host.domain();
     let env_file = host.env_file(&domain);
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     let (summary, _) = host.sweep(&SweepOptions::now(true));
     assert_eq!((summary.would_reap, summary.reaped), (1, 0), "{summary:#?}");
     assert_eq!(only_detail(&summary).action, Action::WouldReap);
@@ -827,7 +849,10 @@ fn sigterm_stops_the_janitor_between_apps_after_finishing_the_reap_under_way() {
     let mut domains = [host.domain(), host.domain()];
     // The sweep takes candidates in stack-name order.
     domains.sort_by_key(|d| naming::stack_name(d));
-    let apps: Vec<Deployed> = domains.iter().map(|d| Deployed::new(d, true)).collect();
+    let apps: Vec<Deployed> = domains
+        .iter()
+        .map(|d| Deployed::new(d, true, &host.marks()))
+        .collect();
     let env_files: Vec<PathBuf> = domains.iter().map(|d| host.env_file(d)).collect();
     let config = host.scratch.file("config.yml");
     std::fs::write(
@@ -860,7 +885,7 @@ fn sigterm_stops_the_janitor_between_apps_after_finishing_the_reap_under_way() {
 fn j9_containers_swarm_restarts_after_the_sweep_started_do_not_make_an_orphan_new() {
     let host = Host::new("");
     let domain = host.domain();
-    let app = Deployed::new(&domain, true);
+    let app = Deployed::new(&domain, true, &host.marks());
     let engine = Engine::from_env().unwrap();
     let namespace = format!("com.docker.stack.namespace={}", app.stack);
     let containers = || engine.list(Kind::Container, &[namespace.as_str()]).unwrap();
@@ -896,4 +921,96 @@ fn j9_containers_swarm_restarts_after_the_sweep_started_do_not_make_an_orphan_ne
     });
     assert_eq!(summary.reaped, 1, "{summary:#?}");
     assert_reaped(&host, &app, None);
+}
+
+/// The setup mark of another ccci setup's lock directory on this host.
+fn other_setup() -> String {
+    labels::setup_id(std::path::Path::new("/run/another-ccci-setup/locks"))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn j10_app_of_another_setup_is_never_a_candidate() {
+    let host = Host::new("");
+    let domain = host.domain();
+    // The other setup's run is live: its lock is held in its own lock directory, so this
+    // janitor's directory has no lock file for it (which J5 alone would call an orphan).
+    let env_file = host.config.env_file(&domain);
+    std::fs::write(
+        &env_file,
+        format!("TYPE=busybox\nCCCI_SETUP={}\n", other_setup()),
+    )
+    .unwrap();
+    let app = Deployed::new(&domain, true, &[(labels::SETUP.to_string(), other_setup())]);
+    let (summary, _) = host.sweep_now();
+    assert_eq!(summary.reaped, 0, "{summary:#?}");
+    let detail = only_detail(&summary);
+    assert_eq!(detail.action, Action::SkippedForeign, "{detail:#?}");
+    assert!(detail.reason.contains(&other_setup()), "{}", detail.reason);
+    assert!(
+        !app.remaining().is_empty(),
+        "another setup's app was touched"
+    );
+    assert!(env_file.exists());
+    assert!(
+        !host.lock_file(&domain).exists(),
+        "no lock file may be made for it"
+    );
+}
+
+fn j10_env_file_of_another_setups_run_that_has_not_deployed_is_left_alone() {
+    let host = Host::new("");
+    let marked = host.domain();
+    let unmarked = host.domain();
+    std::fs::write(
+        host.config.env_file(&marked),
+        format!("TYPE=busybox\nCCCI_SETUP={}\n", other_setup()),
+    )
+    .unwrap();
+    // Created by `app new` a moment before its run writes the setup mark, with the run's lock
+    // held in the other setup's directory.
+    std::fs::write(host.config.env_file(&unmarked), "TYPE=busybox\n").unwrap();
+    let (summary, _) = host.sweep_now();
+    assert_eq!(summary.reaped + summary.errors, 0, "{summary:#?}");
+    assert_eq!(summary.details.len(), 2, "{summary:#?}");
+    for detail in &summary.details {
+        assert_eq!(detail.action, Action::SkippedForeign, "{detail:#?}");
+    }
+    assert!(host.config.env_file(&marked).exists());
+    assert!(host.config.env_file(&unmarked).exists());
+}
+
+fn j11_kept_app_is_left_until_its_keep_deadline_then_reaped() {
+    let host = Host::new("");
+    let domain = host.domain();
+    let env_file = host.env_file(&domain);
+    let until = unix_now() + 3600;
+    let mut marks = host.marks();
+    marks.push((labels::KEEP_UNTIL.to_string(), until.to_string()));
+    let app = Deployed::new(&domain, true, &marks);
+    let (summary, _) = host.sweep_now();
+    let detail = only_detail(&summary);
+    assert_eq!(detail.action, Action::SkippedKept, "{detail:#?}");
+    assert_eq!(detail.keep_until, Some(until));
+    assert!(
+        detail
+            .reason
+            .contains(&format!("ccci teardown --domain {domain}")),
+        "{}",
+        detail.reason
+    );
+    assert!(!app.remaining().is_empty());
+    // Two hours later the keep is over: an orphan like any other.
+    let later = SweepOptions {
+        dry_run: false,
+        now: SystemTime::now() + Duration::from_secs(7200),
+    };
+    let (summary, _) = host.sweep(&later);
+    assert_eq!(summary.reaped, 1, "{summary:#?}");
+    assert_reaped(&host, &app, Some(&env_file));
 }
