@@ -8,6 +8,9 @@ crate::tests! {
     local: usage_errors_exit_2,
     local: a_missing_config_named_by_env_is_a_usage_error,
     local: a_relative_config_path_is_read_from_the_working_directory,
+    local: regression_output_into_a_closed_pipe_panicked,
+    local: regression_a_huge_deadline_overflowed_the_clock,
+    local: regression_comma_separated_stages_were_refused,
 }
 
 fn committed(path: &str) -> String {
@@ -67,4 +70,82 @@ fn a_relative_config_path_is_read_from_the_working_directory() {
             .contains(&format!("no lock files in {}", locks.display())),
         "{out}"
     );
+}
+
+/// Runs `ccci <args> | head -1` in a shell and returns (ccci's exit code, its stderr).
+fn into_head(args: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("stderr");
+    let script = format!(
+        "'{}' {args} 2>'{}' | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        env!("CARGO_BIN_EXE_ccci"),
+        stderr.display()
+    );
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-c", &script]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (code, std::fs::read_to_string(stderr).unwrap_or_default())
+}
+
+fn regression_output_into_a_closed_pipe_panicked() {
+    // Long enough that the reader is gone before ccci has written it all.
+    let (code, stderr) = into_head("completions bash", &[]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    let locks = tempfile::tempdir().unwrap();
+    for i in 0..5000 {
+        std::fs::write(locks.path().join(format!("a{i}.ccci.localhost.lock")), "").unwrap();
+    }
+    let dir = locks.path().to_str().unwrap();
+    let (code, stderr) = into_head("locks", &[("CCCI_APP_LOCK_DIR", dir)]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
+fn regression_a_huge_deadline_overflowed_the_clock() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = Ccci::new()
+        .args(["test", "demo", "--deadline", "500000000000y"])
+        .env("CCCI_RUNS_DIR", runs.path())
+        .run();
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert_eq!(
+        out.error_lines(),
+        [
+            "error: --deadline: `500000000000y` is longer than a year (366d): write a shorter duration"
+        ],
+        "{out}"
+    );
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0);
+}
+
+fn regression_comma_separated_stages_were_refused() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = Ccci::new()
+        .args([
+            "prepare",
+            "demo",
+            "--stage",
+            "install,upgrade",
+            "--driver",
+            "stack",
+        ])
+        .args(["--run-id", "stages"])
+        .env("CCCI_RUNS_DIR", runs.path())
+        .run();
+    assert_eq!(out.code(), Some(0), "{out}");
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(runs.path().join("stages/run.json")).unwrap(),
+    )
+    .unwrap();
+    let stages: Vec<&str> = record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["install", "upgrade"]);
 }
