@@ -148,14 +148,7 @@ pub fn teardown(runner: &Runner, target: &Target, sink: &dyn EventSink) -> Outco
 /// networks carrying its label), as `<kind> <name>`. Empty when the stack is gone.
 pub fn remaining(runner: &Runner, stack: &str) -> Result<Vec<String>> {
     let mut left = Vec::new();
-    for kind in [
-        Kind::Service,
-        Kind::Container,
-        Kind::Volume,
-        Kind::Secret,
-        Kind::Config,
-        Kind::Network,
-    ] {
+    for kind in Kind::ALL {
         for name in list(runner, kind, stack)? {
             left.push(format!("{} {name}", kind.as_str()));
         }
