@@ -20,6 +20,8 @@ crate::tests! {
     swarm: a_release_whose_version_label_names_another_version_is_base_failed,
     swarm: kept_app_is_listed_left_by_the_janitor_and_removed_by_its_command,
     swarm: database_recipe_passes_install_upgrade_and_backup_with_real_postgres,
+    swarm: a_restore_that_does_nothing_fails_the_backup_stage,
+    swarm: recipe_files_ccci_cannot_read_are_one_error_and_nothing_is_deployed,
 }
 
 fn demo_passes_install_upgrade_and_backup() {
@@ -464,4 +466,71 @@ fn database_recipe_passes_install_upgrade_and_backup_with_real_postgres() {
         );
     }
     sb.assert_nothing_left(&record);
+}
+
+fn a_restore_that_does_nothing_fails_the_backup_stage() {
+    let sb = Sandbox::new("");
+    // pgapp as published, but the change's database restore hook does nothing.
+    let fixture = sb.path("pgapp-norestore");
+    copy_tree(&root().join("recipes/pgapp"), &fixture);
+    let compose = fixture.join("03-change/compose.postgres.yml");
+    let text = std::fs::read_to_string(&compose).unwrap();
+    let hook = text
+        .lines()
+        .find(|l| l.contains("backupbot.restore.post-hook"))
+        .expect("pgapp has a restore hook")
+        .to_string();
+    let noop = format!("{}: \"true\"", hook.split(':').next().unwrap());
+    std::fs::write(&compose, text.replace(&hook, &noop)).unwrap();
+    let repo = sb.recipe_repo(fixture.to_str().unwrap(), "pgapp");
+    let out = sb
+        .ccci()
+        .args(["test", "pgapp", "--source", repo.to_str().unwrap()])
+        .args([
+            "--stage",
+            "backup",
+            "--driver",
+            "stack",
+            "--run-id",
+            "e2e-norestore",
+        ])
+        .run();
+    assert_eq!(out.code(), Some(1), "{out}");
+    let record = sb.record("e2e-norestore");
+    assert_eq!(record.verdict, Some(Verdict::Fail));
+    let reason = record.reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("backup.d/10-rows-restored"), "{reason}");
+    sb.assert_nothing_left(&record);
+}
+
+fn recipe_files_ccci_cannot_read_are_one_error_and_nothing_is_deployed() {
+    for (fixture, expected) in [("badyaml", "compose.extra.yml"), ("needsvar", "SMTP_HOST")] {
+        let sb = Sandbox::new("");
+        let repo = sb.recipe_repo(&format!("tests/fixtures/recipes/{fixture}"), fixture);
+        let run_id = format!("e2e-{fixture}");
+        let out = sb
+            .ccci()
+            .args(["test", fixture, "--source", repo.to_str().unwrap()])
+            .args(["--stage", "install", "--run-id", &run_id])
+            .run();
+        assert_eq!(out.code(), Some(3), "{fixture}: {out}");
+        let record = sb.record(&run_id);
+        assert_eq!(record.verdict, Some(Verdict::Error), "{fixture}");
+        let reason = record.reason.clone().unwrap_or_default();
+        assert!(reason.contains(expected), "{fixture}: {reason}");
+        assert_eq!(reason.lines().count(), 1, "{fixture}: {reason}");
+        let log = sb.log(&run_id);
+        assert!(!log.contains(" deploy:"), "{fixture}: deployed:\n{log}");
+        sb.assert_nothing_left(&record);
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
