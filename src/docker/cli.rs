@@ -214,10 +214,7 @@ mod tests {
             Some(OsStr::new(&format!("unix://{}", x.display())))
         );
 
-        if std::env::var_os("CCCI_SKIP_SWARM_TESTS").is_some_and(|v| v == "1") {
-            return;
-        }
-        // And both really talk to X: the API client listing (as the janitor does), and the
+        // And both really talk to X (a fake engine: no swarm needed, only the docker CLI): the API client listing (as the janitor does), and the
         // docker CLI run as ccci builds it, under the user's configuration.
         let server = fake_engine(&x);
         let listed = engine

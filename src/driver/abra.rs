@@ -1,6 +1,10 @@
 //! The `abra` driver: every call goes to the real abra CLI with `ABRA_DIR` set in the child's
 //! environment to the run's home (A2). Every argument abra gets is built in [`args`], so a
 //! correction for another abra version is one edit there.
+//!
+//! Backups: abra's own go through the backup-bot-two app on the server. Where none is
+//! deployed (a test host), the driver backs up and restores the way the stack driver does,
+//! from the same backupbot labels, and says so.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,11 +18,63 @@ const ABRA_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub struct AbraDriver {
     program: PathBuf,
+    backups: Backups,
 }
+
+/// Who backs an app up under the abra driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backups {
+    /// abra when a backup-bot-two app runs on the swarm, else ccci's own.
+    Auto,
+    /// Always `abra app backup` / `abra app restore`.
+    Abra,
+}
+
+/// What the backup-bot-two app's image is called.
+const BACKUP_BOT_IMAGE: &str = "backup-bot-two";
 
 impl AbraDriver {
     pub fn new(program: PathBuf) -> Self {
-        AbraDriver { program }
+        AbraDriver {
+            program,
+            backups: Backups::Auto,
+        }
+    }
+
+    pub fn with_backups(mut self, backups: Backups) -> Self {
+        self.backups = backups;
+        self
+    }
+
+    /// True when abra's backups can work: a backup-bot-two service runs on this swarm.
+    fn abra_backs_up(&self, app: &App) -> Result<bool> {
+        if self.backups == Backups::Abra {
+            return Ok(true);
+        }
+        let out = crate::docker::cli::output(
+            app.runner,
+            &crate::docker::cli::cmd(["service", "ls", "--format", "{{.Image}}"])?,
+        )?;
+        if !out.success() {
+            return Err(crate::docker::cli::failed(
+                "list the swarm's services",
+                &out,
+            ));
+        }
+        Ok(out
+            .stdout_str()
+            .lines()
+            .any(|image| image.contains(BACKUP_BOT_IMAGE)))
+    }
+
+    /// ccci's own backup or restore, with a notice saying why.
+    fn without_backup_bot(&self, app: &App, what: &str) -> super::stack::StackDriver {
+        app.sink.event(&crate::event::Event::Notice {
+            message: format!(
+                "no backup-bot-two app runs on this swarm, which abra's {what} needs: ccci {what}s the app itself from its backupbot labels"
+            ),
+        });
+        super::stack::StackDriver::new()
     }
 
     fn command(&self, app: &App, args: Vec<String>) -> Cmd {
@@ -125,10 +181,16 @@ impl Driver for AbraDriver {
     }
 
     fn backup(&self, app: &App) -> Result<()> {
+        if !self.abra_backs_up(app)? {
+            return self.without_backup_bot(app, "backup").backup(app);
+        }
         self.run(app, args::backup_create(app.domain))
     }
 
     fn restore(&self, app: &App) -> Result<()> {
+        if !self.abra_backs_up(app)? {
+            return self.without_backup_bot(app, "restore").restore(app);
+        }
         self.run(app, args::restore(app.domain))
     }
 }

@@ -16,6 +16,7 @@ mod support;
 
 mod abra_contract;
 mod cli;
+mod drivers;
 mod e2e;
 mod guards;
 mod inspector;
@@ -34,6 +35,7 @@ fn main() {
     let tests = [
         abra_contract::tests(),
         cli::tests(),
+        drivers::tests(),
         e2e::tests(),
         guards::tests(),
         inspector::tests(),
