@@ -14,6 +14,8 @@ need_pkgs=()
 command -v git >/dev/null || need_pkgs+=(git)
 # docker's own compose merger, which the tests compare ccci's compose model with.
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
+# The benchmarks read the engine's JSON events.
+command -v jq >/dev/null || need_pkgs+=(jq)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   as_root apt-get update -qq
