@@ -22,6 +22,7 @@ pub mod labels;
 pub mod naming;
 pub mod recipe;
 pub mod run;
+pub mod serve;
 pub mod stage;
 pub mod sys;
 pub mod verdict;

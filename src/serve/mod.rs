@@ -1,0 +1,8 @@
+//! `ccci serve`: the service mode. A `!testme` comment on a pull request in an enrolled recipe
+//! repository becomes a run of the very same `ccci test`, reported back on the pull request.
+//!
+//! This folder wraps [`crate::run`] and never the reverse. Its parts, each in its own module:
+//! [`webhook`] (verifying a delivery and reading the command out of it); the store, the forge
+//! client, the workers and the dashboard follow.
+
+pub mod webhook;

@@ -1,0 +1,283 @@
+//! Webhook deliveries from a Gitea/Forgejo forge: is this delivery authentic, and is it a
+//! `!testme` command on a pull request? Pure functions over the raw request, so the HTTP
+//! handler only has to verify, record and answer.
+//!
+//! Authenticity (reference/forge.md): an HMAC-SHA256 of the exact raw body with the hook's
+//! secret, lowercase hex, in `X-Forgejo-Signature` / `X-Gitea-Signature` / `X-Gogs-Signature`,
+//! or `sha256=`+hex in `X-Hub-Signature-256`. Checked in constant time, against every secret
+//! configured (rotation), before the body is parsed. The SHA-1 `X-Hub-Signature` is ignored.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+/// The largest body a delivery may have; a real comment event is a few KiB.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Why a delivery is refused. Each is a 4xx; nothing is recorded or run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unsigned delivery")]
+    Unsigned,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("body over {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("body is not a webhook payload")]
+    Malformed,
+}
+
+impl Refusal {
+    /// The HTTP status the handler answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::Unsigned | Refusal::BadSignature => 401,
+            Refusal::TooLarge => 413,
+            Refusal::Malformed => 400,
+        }
+    }
+
+    /// The cause, as the webhook-rejection metric labels it.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Refusal::Unsigned => "unsigned",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::TooLarge => "too_large",
+            Refusal::Malformed => "malformed",
+        }
+    }
+}
+
+/// The signature a delivery carries, from its headers (`name`, `value` pairs, any case).
+pub fn signature<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Vec<u8>> {
+    let mut hub = None;
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        let value = value.trim();
+        match name.as_str() {
+            "x-forgejo-signature" | "x-gitea-signature" | "x-gogs-signature"
+                if !value.is_empty() =>
+            {
+                return decode_hex(value);
+            }
+            "x-hub-signature-256" => hub = value.strip_prefix("sha256=").map(str::to_owned),
+            _ => {}
+        }
+    }
+    hub.filter(|h| !h.is_empty()).and_then(|h| decode_hex(&h))
+}
+
+/// Checks `body` against `signature` with each of `secrets`, in constant time per secret.
+pub fn verify(body: &[u8], signature: Option<&[u8]>, secrets: &[Vec<u8>]) -> Result<(), Refusal> {
+    if body.len() > MAX_BODY {
+        return Err(Refusal::TooLarge);
+    }
+    let Some(signature) = signature else {
+        return Err(Refusal::Unsigned);
+    };
+    let authentic = secrets.iter().filter(|s| !s.is_empty()).any(|secret| {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+            return false;
+        };
+        mac.update(body);
+        mac.verify_slice(signature).is_ok()
+    });
+    if authentic {
+        Ok(())
+    } else {
+        Err(Refusal::BadSignature)
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// What a `!testme` comment asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The stages named after `!testme`; empty means all.
+    pub stages: Vec<String>,
+}
+
+/// The `!testme` command in a comment's Markdown, if its first line is one. A command quoted
+/// (`> !testme`) or inside a code block or span is someone talking about it, not asking.
+pub fn parse_command(body: &str) -> Option<Command> {
+    let first = body.lines().find(|l| !l.trim().is_empty())?;
+    let mut words = first.split_whitespace();
+    if words.next()? != "!testme" {
+        return None;
+    }
+    Some(Command {
+        stages: words.map(str::to_owned).collect(),
+    })
+}
+
+/// The parts of an `issue_comment` delivery that matter.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CommentEvent {
+    pub action: String,
+    pub issue: Issue,
+    pub comment: Comment,
+    pub repository: Repository,
+    #[serde(default)]
+    pub is_pull: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Issue {
+    pub number: u64,
+    #[serde(default)]
+    pub pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Comment {
+    pub id: u64,
+    #[serde(default)]
+    pub body: String,
+    pub user: User,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct User {
+    pub login: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Repository {
+    pub full_name: String,
+}
+
+impl CommentEvent {
+    /// A new comment on a pull request (not an edit, not a plain issue).
+    pub fn is_new_pull_request_comment(&self) -> bool {
+        self.action == "created"
+            && (self.is_pull
+                || self
+                    .issue
+                    .pull_request
+                    .as_ref()
+                    .is_some_and(|p| !p.is_null()))
+    }
+}
+
+/// Parses an `issue_comment` body that has already been verified.
+pub fn parse_comment_event(body: &[u8]) -> Result<CommentEvent, Refusal> {
+    serde_json::from_slice(body).map_err(|_| Refusal::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &[u8], body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(body);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_forge_signature_in_any_header_verifies_with_any_configured_secret() {
+        let body = br#"{"action":"created"}"#;
+        let hex = sign(b"new-secret", body);
+        let secrets = vec![b"old-secret".to_vec(), b"new-secret".to_vec()];
+        for headers in [
+            vec![("X-Gitea-Signature", hex.as_str())],
+            vec![("x-forgejo-signature", hex.as_str())],
+            vec![("X-Hub-Signature-256", &format!("sha256={hex}"))],
+        ] {
+            let sig = signature(headers.iter().map(|(k, v)| (*k, *v)));
+            assert_eq!(verify(body, sig.as_deref(), &secrets), Ok(()));
+        }
+    }
+
+    #[test]
+    fn forged_unsigned_oversized_and_tampered_deliveries_are_refused() {
+        let body = br#"{"action":"created"}"#;
+        let secrets = vec![b"s3cret".to_vec()];
+        let good = decode_hex(&sign(b"s3cret", body)).unwrap();
+        assert_eq!(verify(body, None, &secrets), Err(Refusal::Unsigned));
+        let forged = decode_hex(&sign(b"guess", body)).unwrap();
+        assert_eq!(
+            verify(body, Some(&forged), &secrets),
+            Err(Refusal::BadSignature)
+        );
+        let tampered = br#"{"action":"created "}"#;
+        assert_eq!(
+            verify(tampered, Some(&good), &secrets),
+            Err(Refusal::BadSignature)
+        );
+        let huge = vec![b' '; MAX_BODY + 1];
+        assert_eq!(verify(&huge, Some(&good), &secrets), Err(Refusal::TooLarge));
+        // An empty secret signs nothing.
+        let empty = decode_hex(&sign(b"", body)).unwrap();
+        assert_eq!(
+            verify(body, Some(&empty), &[Vec::new()]),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(signature([("X-Gitea-Signature", "zz")]), None);
+        assert_eq!(signature([("X-Hub-Signature", "sha1=abcd")]), None);
+    }
+
+    #[test]
+    fn only_a_first_line_command_counts() {
+        assert_eq!(parse_command("!testme"), Some(Command { stages: vec![] }));
+        assert_eq!(
+            parse_command("\n  !testme upgrade backup\nthanks"),
+            Some(Command {
+                stages: vec!["upgrade".into(), "backup".into()]
+            })
+        );
+        for talk in [
+            "> !testme",
+            "`!testme`",
+            "```\n!testme\n```",
+            "please !testme",
+            "!testmeplease",
+            "",
+        ] {
+            assert_eq!(parse_command(talk), None, "{talk:?}");
+        }
+    }
+
+    #[test]
+    fn pull_request_comments_are_told_from_issue_comments_and_edits() {
+        let pr = br#"{"action":"created","is_pull":true,"issue":{"number":3,"pull_request":{"merged":false}},
+            "comment":{"id":7,"body":"!testme","user":{"login":"maintainer"}},
+            "repository":{"full_name":"coop-cloud/demo"}}"#;
+        let event = parse_comment_event(pr).unwrap();
+        assert!(event.is_new_pull_request_comment());
+        assert_eq!((event.issue.number, event.comment.id), (3, 7));
+        let issue = br#"{"action":"created","issue":{"number":4,"pull_request":null},
+            "comment":{"id":8,"body":"!testme","user":{"login":"m"}},
+            "repository":{"full_name":"coop-cloud/demo"}}"#;
+        assert!(
+            !parse_comment_event(issue)
+                .unwrap()
+                .is_new_pull_request_comment()
+        );
+        let edit = br#"{"action":"edited","is_pull":true,"issue":{"number":3},
+            "comment":{"id":7,"body":"!testme","user":{"login":"m"}},
+            "repository":{"full_name":"coop-cloud/demo"}}"#;
+        assert!(
+            !parse_comment_event(edit)
+                .unwrap()
+                .is_new_pull_request_comment()
+        );
+        assert_eq!(
+            parse_comment_event(b"not json").unwrap_err(),
+            Refusal::Malformed
+        );
+    }
+}
