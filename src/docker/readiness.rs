@@ -22,7 +22,7 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How often cancellation is noticed while waiting between looks.
 const SLICE: Duration = Duration::from_millis(100);
 /// Engine events come in bursts (create, start, health…): gather a burst into one look.
-const COALESCE: Duration = Duration::from_millis(50);
+const COALESCE: Duration = Duration::from_millis(10);
 /// Waiting events at most this often, and only when what is awaited changed.
 const WAITING_EVERY: Duration = Duration::from_secs(2);
 /// A stack with no services at all after this long was not deployed (or is gone).

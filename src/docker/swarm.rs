@@ -1,11 +1,12 @@
 //! [`Swarm`]: asking the engine about one stack (services, tasks, health), readiness and
 //! diagnostics entry points, and running commands in a service's container.
 //!
-//! Everything goes through the `docker` CLI, run by [`crate::sys::process::Runner`] (so every call
-//! is cancellable and bounded), with JSON output parsed by serde. Never through the engine's
-//! socket directly: the CLI is what users have, it honours `DOCKER_HOST` and contexts, and its
-//! errors are the ones users can look up. This module only reads and execs; it never deploys or
-//! removes anything (the drivers deploy, [`crate::docker::teardown`] removes).
+//! Looks go through the engine's API ([`crate::docker::api`]): readiness looks at a stack every
+//! time it changes, and a request costs about a millisecond where a docker CLI call costs tens.
+//! Commands run in containers go through the `docker` CLI, run by
+//! [`crate::sys::process::Runner`] (so every call is cancellable and bounded). This module only
+//! reads and execs; it never deploys or removes anything (the drivers deploy,
+//! [`crate::docker::teardown`] removes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::event::EventSink;
 use crate::sys::process::{Output, Runner};
 
+use super::api::{API_VERSION, Engine, url_encode};
 use super::cli;
 use super::inspect;
 use super::{ContainerInfo, Diagnosis, ServiceState, Snapshot};
@@ -99,19 +101,32 @@ impl Swarm {
         &self.runner
     }
 
-    /// Docker is installed, reachable, and this node is an active swarm manager.
+    /// Docker is installed, reachable, and this node is an active swarm manager. Asked of the
+    /// engine's API (as every look at a stack is), which also proves it can be reached the
+    /// way readiness and teardown reach it; the CLI must be there for deploys and execs.
     pub fn preflight(&self) -> Result<()> {
-        let out = cli::output(
-            &self.runner,
-            &cli::cmd(["info", "--format", "{{json .Swarm}}"]),
-        )?;
-        if let Some(hint) = cli::daemon_hint(&out.stderr_str()) {
-            return Err(Error::Infra(hint));
+        if crate::sys::process::find_program(cli::DOCKER).is_none() {
+            return Err(cli::command_error(
+                crate::sys::process::CommandError::NotFound {
+                    program: cli::DOCKER.to_string(),
+                },
+            ));
         }
-        if !out.success() {
-            return Err(cli::failed("ask docker about the swarm", &out));
+        let engine = Engine::from_env()?.with_timeout(inspect::QUERY_TIMEOUT);
+        if let Err(e) = std::os::unix::net::UnixStream::connect(engine.socket()) {
+            return Err(Error::Infra(match e.kind() {
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "permission denied on the docker socket {}: run as root or as a member of the docker group",
+                    engine.socket().display()
+                ),
+                _ => format!(
+                    "docker is not running (nothing answers at {}): start dockerd (e.g. `systemctl start docker`) or set DOCKER_HOST",
+                    engine.socket().display()
+                ),
+            }));
         }
-        check_swarm_info(&out.stdout_str())
+        let info = engine.get_json(&format!("/{API_VERSION}/info"))?;
+        check_swarm_info(&info.get("Swarm").cloned().unwrap_or_default().to_string())
     }
 
     /// The services of `stack` with their replicas, update state and labels.
@@ -212,38 +227,54 @@ impl Swarm {
     }
 
     fn running_container_id(&self, stack: &str, service: &str) -> Result<String> {
-        let ids = cli::lines(
-            &self.runner,
-            &[
-                "ps".to_string(),
-                "-q".to_string(),
-                "--no-trunc".to_string(),
-                "--filter".to_string(),
-                format!("label=com.docker.swarm.service.name={stack}_{service}"),
-                "--filter".to_string(),
-                "status=running".to_string(),
-            ],
-            "list the service's containers",
-        )?;
-        ids.into_iter().next().ok_or_else(|| {
-            Error::Infra(format!(
-                "no running container of service {service} in stack {stack}"
-            ))
-        })
+        self.runner.check()?;
+        let filters = serde_json::json!({
+            "label": [format!("com.docker.swarm.service.name={stack}_{service}")],
+            "status": ["running"],
+        });
+        let path = format!(
+            "/{API_VERSION}/containers/json?filters={}",
+            url_encode(&filters.to_string())
+        );
+        let listed = Engine::from_env()?
+            .with_timeout(inspect::QUERY_TIMEOUT)
+            .get_json(&path)?;
+        listed
+            .as_array()
+            .and_then(|containers| containers.first())
+            .and_then(|c| c.get("Id"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::Infra(format!(
+                    "no running container of service {service} in stack {stack}"
+                ))
+            })
     }
 
     /// True when the engine has `image` locally (no registry is asked).
     pub fn image_present(&self, image: &str) -> Result<bool> {
-        let out = cli::output(
-            &self.runner,
-            &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image]),
-        )?;
-        if out.success() {
-            Ok(true)
-        } else if cli::is_no_such(&out.stderr_str()) {
-            Ok(false)
-        } else {
-            Err(cli::failed(&format!("inspect image {image}"), &out))
+        self.exists(&format!("/{API_VERSION}/images/{}/json", url_encode(image)))
+    }
+
+    /// True when the swarm has a secret named `name`.
+    pub fn secret_exists(&self, name: &str) -> Result<bool> {
+        self.exists(&format!("/{API_VERSION}/secrets/{}", url_encode(name)))
+    }
+
+    /// Whether the engine answers `path` with the object (200) or without it (404).
+    fn exists(&self, path: &str) -> Result<bool> {
+        self.runner.check()?;
+        let response = Engine::from_env()?
+            .with_timeout(inspect::QUERY_TIMEOUT)
+            .request("GET", path, None)?;
+        match response.status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            status => Err(Error::Infra(format!(
+                "docker engine answered {status} to GET {path}: {}",
+                response.message()
+            ))),
         }
     }
 }

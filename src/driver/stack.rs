@@ -99,13 +99,7 @@ impl StackDriver {
                 [],
                 [(secret.name.as_str(), secret.version.as_str())],
             )?;
-            let exists = app
-                .runner
-                .output(
-                    &Cmd::new("docker").args(["secret", "inspect", "--format", "{{.ID}}", &name]),
-                )?
-                .success();
-            if exists {
+            if Swarm::new(app.runner.clone()).secret_exists(&name)? {
                 continue;
             }
             let value = random_secret(secret.length.unwrap_or(DEFAULT_SECRET_LENGTH))?;
