@@ -62,8 +62,14 @@ impl Sandbox {
     }
 
     fn ccci(&self, args: &[&str]) -> Output {
+        self.ccci_with(args, &[])
+    }
+
+    /// [`Sandbox::ccci`] with more environment.
+    fn ccci_with(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_ccci"))
             .args(args)
+            .envs(env.iter().copied())
             .env("CCCI_RUNS_DIR", self.path("runs"))
             .env("CCCI_APP_LOCK_DIR", self.path("locks"))
             .env("ABRA_DIR", self.path("abra"))
@@ -150,6 +156,83 @@ fn demo_passes_install_upgrade_and_backup() {
     let junit = std::fs::read_to_string(sb.path("runs/e2e-demo/junit.xml")).unwrap();
     assert!(junit.contains("failures=\"0\""), "{junit}");
     sb.assert_nothing_left(&record);
+}
+
+/// Each docker CLI start costs tens of milliseconds; each engine API request about one. A run
+/// used to start one for every look at the swarm (four or five per readiness look, a dozen in
+/// teardown, one for preflight and for each image and secret check). Now ccci itself starts the
+/// CLI only for what has no plain API: deploying a stack (and asking its flags), creating the
+/// secrets, running commands in containers, and the event stream readiness wakes on.
+#[test]
+fn regression_every_look_at_the_swarm_started_a_docker_cli_process() {
+    let sb = Sandbox::new();
+    sb.config("");
+    let repo = recipe_repo(&root().join("recipes/demo"), &sb.path("demo.git"));
+    let real = which_program("docker").expect("docker on PATH");
+    let bin = sb.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = sb.path("docker-calls.log");
+    let wrapper = bin.join("docker");
+    // Logs who called (the caller's command name) and what, then becomes the real docker.
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\t%s\\n' \"$(cat /proc/$PPID/comm)\" \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let out = sb.ccci_with(
+        &[
+            "test",
+            "demo",
+            "--source",
+            repo.to_str().unwrap(),
+            "--stage",
+            "install",
+            "--run-id",
+            "e2e-calls",
+        ],
+        &[("PATH", path.as_os_str())],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let by_ccci: Vec<&str> = calls
+        .lines()
+        .filter_map(|l| l.strip_prefix("ccci\t"))
+        .collect();
+    assert!(
+        by_ccci
+            .iter()
+            .any(|c| c.starts_with("stack deploy --prune")),
+        "the wrapper saw no deploy: {calls}"
+    );
+    let needed = ["stack deploy ", "secret create ", "exec ", "events "];
+    let avoidable: Vec<&&str> = by_ccci
+        .iter()
+        .filter(|c| !needed.iter().any(|n| c.starts_with(n)))
+        .collect();
+    assert!(
+        avoidable.is_empty(),
+        "docker CLI calls where one engine request would do: {avoidable:#?}"
+    );
+    sb.assert_nothing_left(&sb.record("e2e-calls"));
+}
+
+fn which_program(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 #[test]

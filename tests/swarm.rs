@@ -628,3 +628,104 @@ impl ccci::event::EventSink for Timed {
             .push((start.elapsed().as_secs_f64(), event.clone()));
     }
 }
+
+/// `docker stack rm` removed a stack's networks while its containers were still attached; the
+/// node then kept each network listed until its own shutdown delay (about 2 s) had passed, and
+/// every teardown waited that out. Teardown now removes the networks itself once the
+/// containers are gone, and they go at once.
+#[test]
+fn regression_teardown_removed_networks_while_their_containers_were_attached() {
+    let Some(swarm) = swarm() else { return };
+    let compose = unhealthy_compose()
+        .replace("echo probe says no; exit 1", "true")
+        .replace("bad", "app");
+    let stack = Stack::new();
+    let since = stack.deploy(&compose);
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
+    let steps = Timed::default();
+    let outcome = teardown::teardown(
+        &runner().with_budget(Duration::from_secs(90)),
+        &stack.target(),
+        &steps,
+    );
+    assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
+    let steps = steps.0.lock().unwrap();
+    let at = |name: &str| {
+        steps
+            .iter()
+            .find_map(|(at, e)| match e {
+                Event::TeardownStep { what, detail, .. } if what == name => {
+                    Some((*at, detail.clone()))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no `{name}` step in {steps:?}"))
+    };
+    let (containers_gone, _) = at("containers");
+    let (networks_gone, networks) = at("networks");
+    let network = format!("network {}_default", stack.name);
+    assert_eq!(
+        networks, network,
+        "teardown did not remove the network itself"
+    );
+    let stack_step = at(&format!("stack {}", stack.name)).1;
+    assert!(!stack_step.contains("network"), "{stack_step}");
+    let waited = networks_gone - containers_gone;
+    assert!(
+        waited < 2.0,
+        "the network went {waited:.2} s after the containers"
+    );
+}
+
+/// The swarm turns a task `running` some time after its container's `health_status: healthy`,
+/// and no event says so: the look that the health event wakes can still see the task
+/// `starting`. The wait then slept until its next once-a-second look. It now looks again
+/// every 50 ms for a while after each event, so readiness follows health closely.
+#[test]
+fn regression_readiness_saw_a_healthy_stack_only_at_its_next_poll() {
+    let Some(swarm) = swarm() else { return };
+    let stack = Stack::new();
+    let since = stack.deploy(&healthy_compose());
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
+    let ready_at = SystemTime::now();
+    // The engine's own record of when the container turned healthy, in its nanoseconds.
+    let until = ready_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let start = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = runner()
+        .output(
+            &Cmd::new("docker")
+                .args(["events", "--since", &start.to_string(), "--until"])
+                .arg(until.to_string())
+                .args(["--filter", "type=container", "--filter"])
+                .arg("event=health_status")
+                .args(["--filter"])
+                .arg(format!("label=com.docker.stack.namespace={}", stack.name))
+                .args(["--format", "{{.TimeNano}} {{.Status}}"])
+                .timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_str());
+    let healthy_ns: u128 = out
+        .stdout_str()
+        .lines()
+        .find(|l| l.ends_with("health_status: healthy"))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|ns| ns.parse().ok())
+        .unwrap_or_else(|| panic!("no healthy event: {}", out.stdout_str()));
+    let ready_ns = ready_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let behind = Duration::from_nanos((ready_ns.saturating_sub(healthy_ns)) as u64);
+    assert!(
+        behind < Duration::from_millis(700),
+        "ready {behind:?} after the container turned healthy"
+    );
+}
