@@ -270,6 +270,35 @@ fn a_healthy_stack_becomes_ready_and_can_be_exec_ed_into() {
         .exec(&stack.name, "nosuch", &["true".into()], None)
         .unwrap_err();
     assert!(err.to_string().contains("no running container"), "{err}");
+
+    // The same through the engine's API: exit code, and stdout and stderr kept apart.
+    let out = swarm
+        .exec_short(
+            &stack.name,
+            "app",
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 3".into(),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        (out.code, out.stdout_str(), out.stderr_str()),
+        (Some(3), "out\n".to_string(), "err\n".to_string())
+    );
+    let missing = swarm
+        .exec_short(&stack.name, "app", &["no-such-command".into()])
+        .unwrap();
+    assert!(!missing.success(), "{missing:?}");
+    assert!(
+        missing.last_error_line().contains("no-such-command"),
+        "{missing:?}"
+    );
+    let err = swarm
+        .exec_short(&stack.name, "nosuch", &["true".into()])
+        .unwrap_err();
+    assert!(err.to_string().contains("no running container"), "{err}");
     assert!(swarm.image_present(IMAGE).unwrap());
     assert!(!swarm.image_present("ccci-nonexistent:9").unwrap());
 }
