@@ -382,16 +382,16 @@ impl Teardown<'_> {
                 let left = names(Kind::Container, &containers);
                 return self.failed("containers", left, "still there when the budget ran out");
             }
-            let mut all_answered = true;
+            let mut all_removed = true;
             for (container, removal) in self.remove_all(Kind::Container, &containers) {
                 match removal {
                     Removal::Removed => removed.push(format!("container {}", container.name)),
-                    // Removed meanwhile by the swarm itself; the next look tells.
-                    Removal::Gone => {}
-                    Removal::Refused(_) => all_answered = false,
+                    // Being removed by the swarm itself, or refused for now: the next look
+                    // tells, after a pause, so that a removal in progress is not hammered.
+                    Removal::Gone | Removal::Refused(_) => all_removed = false,
                 }
             }
-            if !all_answered {
+            if !all_removed {
                 std::thread::sleep(RETRY_EVERY);
             }
         }
@@ -411,19 +411,23 @@ impl Teardown<'_> {
                 return self.removed("volumes", &removed);
             }
             let mut why = None;
+            let mut all_removed = true;
             for (volume, removal) in self.remove_all(Kind::Volume, &volumes) {
                 match removal {
                     Removal::Removed => removed.push(format!("volume {}", volume.name)),
-                    Removal::Gone => {}
+                    Removal::Gone => all_removed = false,
                     Removal::Refused(reason) => why = Some(reason),
                 }
             }
-            let Some(why) = why else { continue };
+            if why.is_none() && all_removed {
+                continue;
+            }
             if self.out_of_time(deadline) {
                 let left = names(Kind::Volume, &volumes);
+                let why = why.unwrap_or_else(|| "still there when the budget ran out".into());
                 return self.failed("volumes", left, &why);
             }
-            if why.contains("in use") {
+            if why.as_deref().is_some_and(|why| why.contains("in use")) {
                 self.kill_stragglers();
             }
             std::thread::sleep(RETRY_EVERY);
