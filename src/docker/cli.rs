@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::sys::process::{Cmd, CommandError, Output, Runner};
 
 use super::endpoint::{self, Endpoint};
-use super::inspect::{QUERY_TIMEOUT, one_line, parse_array};
+use super::inspect::{QUERY_TIMEOUT, one_line};
 
 /// The program every engine call runs; private, so every call is built by [`cmd`].
 const DOCKER: &str = "docker";
@@ -51,47 +51,20 @@ pub fn without_engine_vars<K: AsRef<str>, V>(
         .filter(|(k, _)| !ENGINE_VARS.contains(&k.as_ref()))
 }
 
+/// `Ok` when the docker CLI is on PATH (deploys and streaming execs need it), else the
+/// not-installed error with its hint.
+pub fn require_installed() -> Result<()> {
+    match crate::sys::process::find_program(DOCKER) {
+        Some(_) => Ok(()),
+        None => Err(command_error(CommandError::NotFound {
+            program: DOCKER.to_string(),
+        })),
+    }
+}
+
 /// Runs `cmd` whatever its exit code; only failing to run it at all is an error.
 pub fn output(runner: &Runner, cmd: &Cmd) -> Result<Output> {
     runner.output(cmd).map_err(command_error)
-}
-
-/// Runs `docker <args>`, requires success, and returns its non-empty stdout lines.
-pub fn lines(runner: &Runner, args: &[String], what: &str) -> Result<Vec<String>> {
-    let out = output(runner, &cmd(args)?)?;
-    if !out.success() {
-        return Err(failed(what, &out));
-    }
-    Ok(out
-        .stdout_str()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
-}
-
-/// Runs a `docker … inspect` and parses its JSON array. Inspecting several objects where one
-/// vanished meanwhile exits 1 but still prints the others: that partial answer is used.
-pub fn json_array<T: serde::de::DeserializeOwned>(
-    runner: &Runner,
-    args: &[String],
-    what: &str,
-) -> Result<Vec<T>> {
-    let out = output(runner, &cmd(args)?)?;
-    let stdout = out.stdout_str();
-    if stdout.trim().is_empty() {
-        return if out.success() || is_no_such(&out.stderr_str()) {
-            Ok(Vec::new())
-        } else {
-            Err(failed(what, &out))
-        };
-    }
-    match parse_array(&stdout) {
-        Ok(items) => Ok(items),
-        Err(e) if out.success() => Err(e),
-        Err(_) => Err(failed(what, &out)),
-    }
 }
 
 /// A docker command that ran and failed, as one line: `failed to <what>: <docker's error>`,
@@ -130,12 +103,6 @@ pub fn daemon_hint(stderr: &str) -> Option<String> {
     } else {
         None
     }
-}
-
-/// "No such …" in any of docker's spellings: the object is already gone.
-pub fn is_no_such(stderr: &str) -> bool {
-    let lower = stderr.to_ascii_lowercase();
-    lower.contains("no such") || lower.contains("not found")
 }
 
 /// Maps a failure to run docker at all to the library's error.
@@ -315,15 +282,5 @@ mod tests {
         let worker = "Error response from daemon: This node is not a swarm manager. Use \"docker swarm init\"";
         assert!(daemon_hint(worker).unwrap().contains("docker swarm init"));
         assert!(daemon_hint("Error: No such object: x").is_none());
-    }
-
-    #[test]
-    fn gone_objects_are_recognised() {
-        assert!(is_no_such("Error: No such container: abc"));
-        assert!(is_no_such(
-            "Error response from daemon: get capt_data: no such volume"
-        ));
-        assert!(is_no_such("Error: network capt_default not found"));
-        assert!(!is_no_such("volume is in use"));
     }
 }

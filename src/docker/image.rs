@@ -16,15 +16,8 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// A registry that says the image does not exist is the recipe's fault ([`Error::Rejected`]);
 /// a registry that cannot be reached is the host's ([`Error::Infra`]).
 pub fn ensure_available(runner: &Runner, service: &str, image: &str) -> Result<()> {
-    let inspect = cli::output(
-        runner,
-        &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image])?,
-    )?;
-    if inspect.success() {
+    if super::Swarm::new(runner.clone()).image_present(image)? {
         return Ok(());
-    }
-    if !cli::is_no_such(&inspect.stderr_str()) {
-        return Err(cli::failed(&format!("inspect image {image}"), &inspect));
     }
     let pull = cli::output(
         runner,

@@ -1,7 +1,7 @@
-//! What the engine says about a stack, as typed values: the JSON of `docker service ls`,
-//! `docker service inspect`, `docker inspect --type task` and `docker inspect --type container`
-//! parsed with serde, and [`Snapshot`], one consistent-enough look at a stack's services, tasks
-//! and containers taken with a handful of docker calls.
+//! What the engine says about a stack, as typed values: the engine's JSON for services (with
+//! their task counts), tasks and containers, parsed with serde, and [`Snapshot`], one
+//! consistent-enough look at a stack's services, tasks and containers taken with a handful of
+//! requests to the engine's API (the same JSON `docker … inspect` prints).
 //!
 //! Parsing is lenient (every field defaults) because the engine omits fields freely: a task
 //! that is still being prepared has no `ContainerStatus`, a service that was never updated has
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::sys::process::Runner;
 
+use super::api::{API_VERSION, Engine, Response, url_encode};
 use super::cli;
 
 /// The label `docker stack deploy` puts on everything it creates.
@@ -200,59 +201,39 @@ pub enum Containers {
     All,
 }
 
-/// Takes a [`Snapshot`] of `stack` with at most four docker calls: `service ls`, then
-/// `service inspect` and `service ps` for all services at once, `inspect --type task` for all
-/// tasks at once, and `inspect --type container` for the containers asked for.
+/// Takes a [`Snapshot`] of `stack` from the engine's API: its services with their task counts
+/// (one request), their tasks (one request) and each container asked for (one request each).
+/// A request costs about a millisecond where a docker CLI call costs tens of milliseconds of
+/// process start, and readiness takes a snapshot every time the stack changes.
 pub fn snapshot(runner: &Runner, stack: &str, containers: Containers) -> Result<Snapshot> {
-    let mut services = list_services(runner, stack)?;
+    runner.check()?;
+    let engine = engine()?;
+    let services = list_services(&engine, stack)?;
     if services.is_empty() {
         return Ok(Snapshot::default());
     }
-    let ids: Vec<String> = services.iter().map(|s| s.id.clone()).collect();
-    let inspected = cli::json_array::<ServiceJson>(
-        runner,
-        &with(&["service", "inspect"], &ids),
-        "inspect the services",
-    )?;
-    merge_inspected(&mut services, inspected);
     if containers == Containers::None {
-        return Ok(Snapshot {
-            services,
-            ..Snapshot::default()
-        });
+        return Ok(assemble(stack, services, Vec::new(), HashMap::new()));
     }
-    let task_ids = cli::lines(
-        runner,
-        &with(&["service", "ps", "-q", "--no-trunc"], &ids),
-        "list the stack's tasks",
-    )?;
-    let tasks: Vec<TaskState> = if task_ids.is_empty() {
-        Vec::new()
-    } else {
-        cli::json_array::<TaskJson>(
-            runner,
-            &with(&["inspect", "--type", "task"], &task_ids),
-            "inspect the stack's tasks",
-        )?
-        .into_iter()
-        .map(TaskState::from)
-        .collect()
-    };
+    runner.check()?;
+    let ids: Vec<&str> = services.iter().map(|s| s.id.as_str()).collect();
+    let tasks = list_tasks(&engine, &ids)?;
     let container_ids: Vec<String> = tasks
         .iter()
         .filter(|t| containers == Containers::All || t.is_current())
         .filter_map(|t| t.container_id.clone())
         .collect();
-    let containers = inspect_containers(runner, &container_ids)?;
-    Ok(Snapshot {
-        services,
-        tasks,
-        containers,
-    })
+    runner.check()?;
+    let containers = inspect_with(&engine, &container_ids)?;
+    Ok(assemble(stack, services, tasks, containers))
 }
 
-/// `docker inspect --type container` for many ids; containers that vanished meanwhile are
-/// simply absent from the answer.
+/// The engine every inspection asks, with the inspection timeout.
+fn engine() -> Result<Engine> {
+    Ok(Engine::from_env()?.with_timeout(QUERY_TIMEOUT))
+}
+
+/// Inspects containers by id; containers that vanished meanwhile are simply absent.
 pub fn inspect_containers(
     runner: &Runner,
     ids: &[String],
@@ -260,67 +241,113 @@ pub fn inspect_containers(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let found = cli::json_array::<ContainerJson>(
-        runner,
-        &with(&["inspect", "--type", "container"], ids),
-        "inspect the stack's containers",
-    )?;
-    Ok(found
-        .into_iter()
-        .map(ContainerInfo::from)
-        .map(|c| (c.id.clone(), c))
-        .collect())
+    runner.check()?;
+    inspect_with(&engine()?, ids)
 }
 
-/// The services of `stack` from `docker service ls` (name, image, replicas), not yet merged
-/// with their inspection.
-fn list_services(runner: &Runner, stack: &str) -> Result<Vec<ServiceState>> {
-    let lines = cli::lines(
-        runner,
-        &[
-            "service".to_string(),
-            "ls".to_string(),
-            "--filter".to_string(),
-            format!("label={NAMESPACE_LABEL}={stack}"),
-            "--format".to_string(),
-            "{{json .}}".to_string(),
-        ],
-        "list the stack's services",
-    )?;
-    lines
-        .iter()
-        .map(|line| parse_service_ls_line(line, stack))
-        .collect()
+fn inspect_with(engine: &Engine, ids: &[String]) -> Result<HashMap<String, ContainerInfo>> {
+    let mut found = HashMap::new();
+    for id in ids {
+        let path = format!("/{API_VERSION}/containers/{}/json", url_encode(id));
+        let response = engine.request("GET", &path, None)?;
+        if response.status == 404 {
+            continue;
+        }
+        let json: ContainerJson = parse_answer(&response, &path)?;
+        let info = ContainerInfo::from(json);
+        found.insert(info.id.clone(), info);
+    }
+    Ok(found)
 }
 
-fn with(base: &[&str], ids: &[String]) -> Vec<String> {
-    base.iter()
-        .map(|s| s.to_string())
-        .chain(ids.iter().cloned())
-        .collect()
+/// The services of `stack`, with the task counts the swarm keeps for each (what `docker
+/// service ls` shows as replicas), sorted by name as `docker service ls` sorts them.
+fn list_services(engine: &Engine, stack: &str) -> Result<Vec<ServiceJson>> {
+    let filters = serde_json::json!({ "label": [format!("{NAMESPACE_LABEL}={stack}")] });
+    let path = format!(
+        "/{API_VERSION}/services?status=true&filters={}",
+        url_encode(&filters.to_string())
+    );
+    let mut services: Vec<ServiceJson> = get(engine, &path)?;
+    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    Ok(services)
 }
 
-/// One line of `docker service ls --format '{{json .}}'`.
-pub fn parse_service_ls_line(line: &str, stack: &str) -> Result<ServiceState> {
-    let raw: ServiceLsJson = serde_json::from_str(line).map_err(|e| {
+/// Every task of the services `ids`, with the swarm's short history of each slot.
+fn list_tasks(engine: &Engine, ids: &[&str]) -> Result<Vec<TaskState>> {
+    let filters = serde_json::json!({ "service": ids });
+    let path = format!(
+        "/{API_VERSION}/tasks?filters={}",
+        url_encode(&filters.to_string())
+    );
+    let response = engine.request("GET", &path, None)?;
+    let tasks: Vec<TaskJson> = if response.status == 404 {
+        // A service went between the two requests, and the engine refuses the whole filter:
+        // take every task and keep those of the services still asked about.
+        let all = format!("/{API_VERSION}/tasks");
+        get::<Vec<TaskJson>>(engine, &all)?
+            .into_iter()
+            .filter(|t| ids.contains(&t.service_id.as_str()))
+            .collect()
+    } else {
+        parse_answer(&response, &path)?
+    };
+    Ok(tasks.into_iter().map(TaskState::from).collect())
+}
+
+fn get<T: serde::de::DeserializeOwned>(engine: &Engine, path: &str) -> Result<T> {
+    parse_answer(&engine.request("GET", path, None)?, path)
+}
+
+/// A 2xx answer's JSON, or the engine's own message as the error.
+fn parse_answer<T: serde::de::DeserializeOwned>(response: &Response, path: &str) -> Result<T> {
+    if !response.is_success() {
+        let message = response.message();
+        return Err(Error::Infra(cli::daemon_hint(&message).unwrap_or_else(
+            || {
+                format!(
+                    "docker engine answered {} to GET {path}: {}",
+                    response.status,
+                    one_line(&message)
+                )
+            },
+        )));
+    }
+    serde_json::from_slice(&response.body).map_err(|e| {
         Error::Infra(format!(
-            "unexpected output from `docker service ls`: {e}: {}",
-            one_line(line)
+            "unexpected answer from the docker engine to GET {path}: {e}"
         ))
-    })?;
-    let (running, desired, completed) = parse_replicas(&raw.replicas);
-    let short_name = short_name(&raw.name, stack).to_string();
-    Ok(ServiceState {
-        id: raw.id,
-        short_name,
-        name: raw.name,
-        image: raw.image,
-        mode: raw.mode,
-        desired,
-        running,
-        completed,
-        ..ServiceState::default()
     })
+}
+
+/// One snapshot from the engine's answers. Services the engine gave no task counts for (an
+/// older engine, or a captured answer without them) are counted from their tasks.
+pub fn assemble(
+    stack: &str,
+    services: Vec<ServiceJson>,
+    tasks: Vec<TaskState>,
+    containers: HashMap<String, ContainerInfo>,
+) -> Snapshot {
+    let services = services
+        .into_iter()
+        .map(|json| {
+            let counted = json.service_status.is_none();
+            let mut service = ServiceState::from(json);
+            service.short_name = short_name(&service.name, stack).to_string();
+            if counted {
+                service.running = tasks
+                    .iter()
+                    .filter(|t| t.service_id == service.id && t.is_running())
+                    .count() as u64;
+            }
+            service
+        })
+        .collect();
+    Snapshot {
+        services,
+        tasks,
+        containers,
+    }
 }
 
 /// `<stack>_<name>` → `<name>`.
@@ -331,49 +358,67 @@ pub fn short_name<'a>(name: &'a str, stack: &str) -> &'a str {
         .unwrap_or(name)
 }
 
-/// `"1/1"`, `"0/1 (max 1 per node)"`, `"0/1 (1/1 completed)"` → (running, desired, completed).
-pub fn parse_replicas(text: &str) -> (u64, u64, Option<(u64, u64)>) {
-    let pair = |s: &str| -> Option<(u64, u64)> {
-        let (a, b) = s.trim().split_once('/')?;
-        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-    };
-    let head = text.split_whitespace().next().unwrap_or("");
-    let (running, desired) = pair(head).unwrap_or((0, 0));
-    let completed = text
-        .split_once('(')
-        .and_then(|(_, rest)| rest.strip_suffix(')'))
-        .and_then(|inner| inner.strip_suffix("completed"))
-        .and_then(pair);
-    (running, desired, completed)
-}
-
-/// Adds what only `docker service inspect` knows (update status, labels, healthcheck) to the
-/// services `docker service ls` listed. A service that vanished in between keeps its defaults.
-pub fn merge_inspected(services: &mut [ServiceState], inspected: Vec<ServiceJson>) {
-    for json in inspected {
-        let Some(service) = services
-            .iter_mut()
-            .find(|s| json.id == s.id || json.id.starts_with(&s.id))
-        else {
-            continue;
+impl From<ServiceJson> for ServiceState {
+    /// What `docker service ls` and `docker service inspect` would say together: replicas as
+    /// running/desired (and completions for jobs) from the swarm's task counts, the mode in
+    /// the CLI's words, the image without its digest. The short name is the caller's to set:
+    /// it depends on the stack.
+    fn from(json: ServiceJson) -> Self {
+        let spec = json.spec;
+        let status = json.service_status.unwrap_or_default();
+        let mode = &spec.mode;
+        let (mode_name, desired, completed) = if let Some(replicated) = &mode.replicated {
+            ("replicated", replicated.replicas.unwrap_or(0), None)
+        } else if mode.global.is_some() {
+            ("global", status.desired_tasks, None)
+        } else if let Some(job) = &mode.replicated_job {
+            let of = job.total_completions.unwrap_or(1);
+            (
+                "replicated job",
+                status.desired_tasks,
+                Some((status.completed_tasks, of)),
+            )
+        } else if mode.global_job.is_some() {
+            let done = status.completed_tasks;
+            (
+                "global job",
+                status.desired_tasks,
+                Some((done, status.desired_tasks + done)),
+            )
+        } else {
+            ("", 0, None)
         };
-        service.id = json.id;
-        service.labels = json.spec.labels;
-        if let Some(status) = json.update_status {
-            service.update_state = Some(status.state).filter(|s| !s.is_empty());
-            service.update_message = Some(status.message).filter(|s| !s.is_empty());
-        }
-        let spec = &json.spec.task_template.container_spec;
-        service.has_healthcheck = spec
+        let container = &spec.task_template.container_spec;
+        let has_healthcheck = container
             .healthcheck
             .as_ref()
             .is_some_and(|h| h.test.first().is_some_and(|t| t != "NONE"));
-        if service.desired == 0
-            && let Some(replicas) = json.spec.mode.replicated.and_then(|r| r.replicas)
-            && service.running == 0
-        {
-            // `service ls` said nothing usable; the spec still knows what was asked for.
-            service.desired = replicas;
+        let image = container
+            .image
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let (update_state, update_message) = match json.update_status {
+            Some(u) => (
+                Some(u.state).filter(|s| !s.is_empty()),
+                Some(u.message).filter(|s| !s.is_empty()),
+            ),
+            None => (None, None),
+        };
+        ServiceState {
+            id: json.id,
+            short_name: String::new(),
+            name: spec.name,
+            image,
+            mode: mode_name.to_string(),
+            desired,
+            running: status.running_tasks,
+            completed,
+            update_state,
+            update_message,
+            labels: spec.labels,
+            has_healthcheck,
         }
     }
 }
@@ -408,32 +453,20 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
 // The engine's JSON. Only what ccci reads is declared; serde ignores the rest.
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ServiceLsJson {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Image")]
-    image: String,
-    #[serde(rename = "Mode")]
-    mode: String,
-    #[serde(rename = "Replicas")]
-    replicas: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct ServiceJson {
     #[serde(rename = "ID")]
     id: String,
     spec: ServiceSpecJson,
     update_status: Option<UpdateStatusJson>,
+    /// Only with `?status=true`.
+    service_status: Option<ServiceStatusJson>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 struct ServiceSpecJson {
+    name: String,
     labels: BTreeMap<String, String>,
     task_template: TaskTemplateJson,
     mode: ModeJson,
@@ -448,6 +481,7 @@ struct TaskTemplateJson {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 struct ContainerSpecJson {
+    image: String,
     healthcheck: Option<HealthcheckJson>,
 }
 
@@ -457,16 +491,34 @@ struct HealthcheckJson {
     test: Vec<String>,
 }
 
+/// Exactly one of these is present; `Global` and `GlobalJob` are empty objects.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 struct ModeJson {
     replicated: Option<ReplicatedJson>,
+    global: Option<serde_json::Value>,
+    replicated_job: Option<ReplicatedJobJson>,
+    global_job: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 struct ReplicatedJson {
     replicas: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct ReplicatedJobJson {
+    total_completions: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+struct ServiceStatusJson {
+    running_tasks: u64,
+    desired_tasks: u64,
+    completed_tasks: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -640,6 +692,8 @@ pub(crate) mod tests {
 
     pub const SERVICE_LS: &str = include_str!("testdata/service_ls.jsonl");
     pub const SERVICES: &str = include_str!("testdata/services.json");
+    /// `GET /services?status=true` for a one-service stack `capts`.
+    pub const SERVICES_STATUS: &str = include_str!("testdata/services_status.json");
     pub const SERVICE_UPDATING: &str = include_str!("testdata/service_updating.json");
     pub const TASKS: &str = include_str!("testdata/tasks.json");
     pub const CONTAINERS: &str = include_str!("testdata/containers.json");
@@ -649,38 +703,89 @@ pub(crate) mod tests {
     /// The captured stack `capt`: `app` healthy, `bad` killed for being unhealthy, `noimg`
     /// rejected for a missing image.
     pub fn captured() -> Snapshot {
-        let mut services: Vec<ServiceState> = SERVICE_LS
-            .lines()
-            .map(|l| parse_service_ls_line(l, "capt").unwrap())
+        let containers = parse_containers(CONTAINERS)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
             .collect();
-        merge_inspected(&mut services, parse_array(SERVICES).unwrap());
-        Snapshot {
-            services,
-            tasks: parse_tasks(TASKS).unwrap(),
-            containers: parse_containers(CONTAINERS)
-                .unwrap()
-                .into_iter()
-                .map(|c| (c.id.clone(), c))
-                .collect(),
+        assemble(
+            "capt",
+            parse_array(SERVICES).unwrap(),
+            parse_tasks(TASKS).unwrap(),
+            containers,
+        )
+    }
+
+    #[test]
+    fn services_from_the_api_carry_names_image_and_the_swarms_task_counts() {
+        let services: Vec<ServiceJson> = parse_array(SERVICES_STATUS).unwrap();
+        let snap = assemble("capts", services, Vec::new(), HashMap::new());
+        let s = &snap.services[0];
+        assert_eq!(s.name, "capts_app");
+        assert_eq!(s.short_name, "app");
+        assert_eq!(s.image, "ccci-busybox:1");
+        assert_eq!(s.mode, "replicated");
+        // From ServiceStatus: no task was given to count.
+        assert_eq!((s.running, s.desired, s.completed), (1, 1, None));
+    }
+
+    #[test]
+    fn counting_running_tasks_agrees_with_docker_service_ls() {
+        // The captured answer has no ServiceStatus: replicas are counted from the tasks, and
+        // must read as `docker service ls` printed them for the same stack.
+        let snap = captured();
+        for line in SERVICE_LS.lines() {
+            let ls: serde_json::Value = serde_json::from_str(line).unwrap();
+            let service = snap
+                .services
+                .iter()
+                .find(|s| s.name == ls["Name"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(
+                format!("{}/{}", service.running, service.desired),
+                ls["Replicas"].as_str().unwrap(),
+                "{}",
+                service.name
+            );
+            assert_eq!(service.image, ls["Image"].as_str().unwrap());
+            assert_eq!(service.mode, ls["Mode"].as_str().unwrap());
         }
     }
 
     #[test]
-    fn service_ls_lines_give_names_and_replicas() {
-        let s = parse_service_ls_line(SERVICE_LS.lines().next().unwrap(), "capt").unwrap();
-        assert_eq!(s.name, "capt_app");
-        assert_eq!(s.short_name, "app");
-        assert_eq!(s.image, "ccci-busybox:1");
-        assert_eq!((s.running, s.desired), (1, 1));
-        assert!(parse_service_ls_line("not json", "capt").is_err());
-    }
-
-    #[test]
-    fn replicas_text_is_parsed() {
-        assert_eq!(parse_replicas("1/1"), (1, 1, None));
-        assert_eq!(parse_replicas("0/3 (max 1 per node)"), (0, 3, None));
-        assert_eq!(parse_replicas("0/1 (1/1 completed)"), (0, 1, Some((1, 1))));
-        assert_eq!(parse_replicas(""), (0, 0, None));
+    fn modes_read_as_the_cli_shows_them() {
+        let service = |spec_mode: &str, status: &str| -> ServiceState {
+            let json = format!(
+                r#"{{"ID":"x","Spec":{{"Name":"s_a","Mode":{spec_mode},"TaskTemplate":{{"ContainerSpec":{{"Image":"img:1@sha256:abc"}}}}}},"ServiceStatus":{status}}}"#
+            );
+            ServiceState::from(serde_json::from_str::<ServiceJson>(&json).unwrap())
+        };
+        let counts = |s: &ServiceState| (s.mode.clone(), s.running, s.desired, s.completed);
+        let status = r#"{"RunningTasks":1,"DesiredTasks":2,"CompletedTasks":3}"#;
+        assert_eq!(
+            counts(&service(r#"{"Replicated":{"Replicas":4}}"#, status)),
+            ("replicated".into(), 1, 4, None)
+        );
+        assert_eq!(
+            counts(&service(r#"{"Global":{}}"#, status)),
+            ("global".into(), 1, 2, None)
+        );
+        assert_eq!(
+            counts(&service(
+                r#"{"ReplicatedJob":{"MaxConcurrent":1,"TotalCompletions":5}}"#,
+                status
+            )),
+            ("replicated job".into(), 1, 2, Some((3, 5)))
+        );
+        assert_eq!(
+            counts(&service(r#"{"GlobalJob":{}}"#, status)),
+            ("global job".into(), 1, 2, Some((3, 5)))
+        );
+        assert_eq!(
+            service(r#"{"Global":{}}"#, status).image,
+            "img:1",
+            "the digest is dropped as `docker service ls` drops it"
+        );
     }
 
     #[test]
@@ -699,7 +804,7 @@ pub(crate) mod tests {
             .iter()
             .find(|s| s.short_name == "app")
             .unwrap();
-        assert_eq!(app.id.len(), 25, "the full id replaces the short one");
+        assert_eq!(app.id.len(), 25);
         assert_eq!(
             app.labels.get(NAMESPACE_LABEL).map(String::as_str),
             Some("capt")
@@ -714,20 +819,13 @@ pub(crate) mod tests {
         assert!(!noimg.has_healthcheck);
 
         let updating: Vec<ServiceJson> = parse_array(SERVICE_UPDATING).unwrap();
-        let mut services = vec![ServiceState {
-            id: "p0onkbs27a0k".into(),
-            ..ServiceState::default()
-        }];
-        merge_inspected(&mut services, updating);
-        assert_eq!(services[0].update_state.as_deref(), Some("updating"));
+        let service = ServiceState::from(updating.into_iter().next().unwrap());
+        assert_eq!(service.update_state.as_deref(), Some("updating"));
         assert_eq!(
-            services[0].update_message.as_deref(),
+            service.update_message.as_deref(),
             Some("update in progress")
         );
-        assert_eq!(
-            services[0].desired, 1,
-            "taken from the spec when ls said nothing"
-        );
+        assert_eq!(service.desired, 1, "taken from the spec");
     }
 
     #[test]

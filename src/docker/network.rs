@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::sys::process::Runner;
 
+use super::api::{API_VERSION, Engine};
 use super::cli;
 
 /// The network recipes route their services through.
@@ -20,33 +21,33 @@ pub enum ProxyNetwork {
     Unusable(String),
 }
 
-/// Looks at the proxy network.
+/// Looks at the proxy network (through the engine's API: a run asks before every deploy).
 pub fn proxy_network(runner: &Runner) -> Result<ProxyNetwork> {
-    let out = cli::output(
-        runner,
-        &cli::cmd([
-            "network",
-            "inspect",
-            "--format",
-            "{{.Driver}} {{.Attachable}} {{.Scope}}",
-            PROXY,
-        ])?,
-    )?;
-    if !out.success() {
-        return if cli::is_no_such(&out.stderr_str()) {
-            Ok(ProxyNetwork::Absent)
-        } else {
-            Err(cli::failed("inspect the proxy network", &out))
-        };
+    runner.check()?;
+    let response = Engine::from_env()?
+        .with_timeout(super::inspect::QUERY_TIMEOUT)
+        .request("GET", &format!("/{API_VERSION}/networks/{PROXY}"), None)?;
+    match response.status {
+        404 => Ok(ProxyNetwork::Absent),
+        200 => {
+            let spec: serde_json::Value = serde_json::from_slice(&response.body)
+                .map_err(|e| crate::Error::Infra(format!("unreadable network `{PROXY}`: {e}")))?;
+            let field = |key: &str| spec.get(key).cloned().unwrap_or_default();
+            let (driver, attachable, scope) =
+                (field("Driver"), field("Attachable"), field("Scope"));
+            if driver == "overlay" && attachable == true && scope == "swarm" {
+                Ok(ProxyNetwork::Ready)
+            } else {
+                Ok(ProxyNetwork::Unusable(format!(
+                    "`{PROXY}` is a {driver} network (attachable: {attachable}, scope: {scope}), not an attachable swarm overlay network"
+                )))
+            }
+        }
+        status => Err(crate::Error::Infra(format!(
+            "docker engine answered {status} about network `{PROXY}`: {}",
+            response.message()
+        ))),
     }
-    let text = out.stdout_str();
-    Ok(match text.split_whitespace().collect::<Vec<_>>()[..] {
-        ["overlay", "true", "swarm"] => ProxyNetwork::Ready,
-        _ => ProxyNetwork::Unusable(format!(
-            "`{PROXY}` is `{}`, not an attachable swarm overlay network",
-            text.trim()
-        )),
-    })
 }
 
 /// Creates the proxy network when it is absent; `true` when it did. Another process creating

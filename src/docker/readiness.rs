@@ -19,10 +19,15 @@ use super::{NotReady, ReadyOptions, Swarm, cli};
 
 /// How often the stack is looked at when no engine event arrives.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// After an event about the stack, the swarm's own view follows the container's with a lag
+/// (a task turns `running` some tens of milliseconds after its container's `health_status`,
+/// and no event says so): the stack is looked at this often for [`FOLLOW_UP`] after one.
+const FOLLOW_UP_EVERY: Duration = Duration::from_millis(50);
+const FOLLOW_UP: Duration = Duration::from_secs(2);
 /// How often cancellation is noticed while waiting between looks.
 const SLICE: Duration = Duration::from_millis(100);
 /// Engine events come in bursts (create, start, health…): gather a burst into one look.
-const COALESCE: Duration = Duration::from_millis(50);
+const COALESCE: Duration = Duration::from_millis(10);
 /// Waiting events at most this often, and only when what is awaited changed.
 const WAITING_EVERY: Duration = Duration::from_secs(2);
 /// A stack with no services at all after this long was not deployed (or is gone).
@@ -228,6 +233,7 @@ impl Swarm {
         let mut summary: String;
         let mut emitted: Option<(String, Instant)> = None;
         let mut poll_errors = 0;
+        let mut follow_up_until: Option<Instant> = None;
         loop {
             if let Err(e) = runner.check() {
                 return Err(not_ready(e));
@@ -299,31 +305,42 @@ impl Swarm {
                     waiting_for: summary,
                 });
             }
-            wait_for_change(&mut events, stack, deadline, runner);
+            let every = if follow_up_until.is_some_and(|until| Instant::now() < until) {
+                FOLLOW_UP_EVERY
+            } else {
+                POLL_EVERY
+            };
+            if wait_for_change(
+                &mut events,
+                stack,
+                deadline.min(Instant::now() + every),
+                runner,
+            ) {
+                follow_up_until = Some(Instant::now() + FOLLOW_UP);
+            }
         }
     }
 }
 
-/// Returns when an event about `stack` arrives, after [`POLL_EVERY`], at `deadline`, or as
-/// soon as the run is cancelled.
+/// Returns when an event about `stack` arrives (then `true`), at `until`, or as soon as the
+/// run is cancelled.
 fn wait_for_change(
     events: &mut Option<LineStream>,
     stack: &str,
-    deadline: Instant,
+    until: Instant,
     runner: &crate::sys::process::Runner,
-) {
-    let until = deadline.min(Instant::now() + POLL_EVERY);
+) -> bool {
     loop {
         let now = Instant::now();
         if now >= until || runner.check().is_err() {
-            return;
+            return false;
         }
         let slice = SLICE.min(until - now);
         match events.as_ref().map(|s| s.next_line(slice)) {
             Some(Ok(Some(line))) => {
                 if event_concerns(&line, stack) {
                     drain(events, stack);
-                    return;
+                    return true;
                 }
             }
             Some(Ok(None)) => {}

@@ -1,19 +1,23 @@
 //! [`Swarm`]: asking the engine about one stack (services, tasks, health), readiness and
 //! diagnostics entry points, and running commands in a service's container.
 //!
-//! Everything goes through the `docker` CLI as [`super::cli`] builds it (pinned to the resolved
-//! engine endpoint, run by [`crate::sys::process::Runner`], so every call is cancellable and
-//! bounded), with JSON output parsed by serde. Never through the engine's socket directly: the
-//! CLI is what users have, and its errors are the ones users can look up. This module only reads and execs; it never deploys or
-//! removes anything (the drivers deploy, [`crate::docker::teardown`] removes).
+//! Looks go through the engine's API ([`crate::docker::api`]): readiness looks at a stack every
+//! time it changes, and a request costs about a millisecond where a docker CLI call costs tens.
+//! Short commands run in containers (probes, markers) go through the API too; commands that
+//! stream data (backups, hooks) go through the `docker` CLI as [`super::cli`] builds it (pinned
+//! to the same engine endpoint, run by [`crate::sys::process::Runner`], so every call is
+//! cancellable and bounded). This module only
+//! reads and execs; it never deploys or removes anything (the drivers deploy,
+//! [`crate::docker::teardown`] removes).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::event::EventSink;
 use crate::sys::process::{Cmd, Output, Runner};
 
+use super::api::{API_VERSION, Engine, url_encode};
 use super::cli;
 use super::inspect;
 use super::{ContainerInfo, Diagnosis, ServiceState, Snapshot};
@@ -108,19 +112,26 @@ impl Swarm {
         &self.runner
     }
 
-    /// Docker is installed, reachable, and this node is an active swarm manager.
+    /// Docker is installed, reachable, and this node is an active swarm manager. Asked of the
+    /// engine's API (as every look at a stack is), which also proves it can be reached the
+    /// way readiness and teardown reach it; the CLI must be there for deploys and execs.
     pub fn preflight(&self) -> Result<()> {
-        let out = cli::output(
-            &self.runner,
-            &cli::cmd(["info", "--format", "{{json .Swarm}}"])?,
-        )?;
-        if let Some(hint) = cli::daemon_hint(&out.stderr_str()) {
-            return Err(Error::Infra(hint));
+        cli::require_installed()?;
+        let engine = Engine::from_env()?.with_timeout(inspect::QUERY_TIMEOUT);
+        if let Err(e) = std::os::unix::net::UnixStream::connect(engine.socket()) {
+            return Err(Error::Infra(match e.kind() {
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "permission denied on the docker socket {}: run as root or as a member of the docker group",
+                    engine.socket().display()
+                ),
+                _ => format!(
+                    "docker is not running (nothing answers at {}): start dockerd (e.g. `systemctl start docker`) or set DOCKER_HOST",
+                    engine.socket().display()
+                ),
+            }));
         }
-        if !out.success() {
-            return Err(cli::failed("ask docker about the swarm", &out));
-        }
-        check_swarm_info(&out.stdout_str())
+        let info = engine.get_json(&format!("/{API_VERSION}/info"))?;
+        check_swarm_info(&info.get("Swarm").cloned().unwrap_or_default().to_string())
     }
 
     /// The services of `stack` with their replicas, update state and labels.
@@ -174,6 +185,49 @@ impl Swarm {
         )
     }
 
+    /// Runs a short `command` (a probe, a marker read or write) in a running container of
+    /// `<stack>_<service>` through the engine's API, without a docker CLI process. Its output
+    /// is held in memory (at most the API client's bound): commands that stream data (backups)
+    /// use [`Swarm::exec`]. Returns the output whatever the exit code; fails when no container
+    /// runs. A cancelled run stops waiting at once; the command itself ends in its container,
+    /// as it would after a killed `docker exec`.
+    pub fn exec_short(&self, stack: &str, service: &str, command: &[String]) -> Result<Output> {
+        if command.is_empty() {
+            return Err(Error::Usage(format!(
+                "no command given to run in service {service}"
+            )));
+        }
+        let container = self.running_container_id(stack, service)?;
+        let engine = Engine::from_env()?.with_timeout(API_EXEC_TIMEOUT);
+        let started = Instant::now();
+        let command = command.to_vec();
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(exec_over_api(&engine, &container, &command));
+        });
+        loop {
+            self.runner.check()?;
+            match result.recv_timeout(CANCEL_CHECK) {
+                Ok(answer) => {
+                    let (code, stdout, stderr) = answer?;
+                    return Ok(Output {
+                        code: Some(code),
+                        signal: None,
+                        stdout,
+                        stderr,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Infra(format!(
+                        "running a command in service {service} ended without an answer"
+                    )));
+                }
+            }
+        }
+    }
+
     /// [`Swarm::exec`] with files for stdin and stdout, and a timeout (30 minutes unless
     /// `io` sets one).
     pub fn exec_with(
@@ -204,38 +258,54 @@ impl Swarm {
     }
 
     fn running_container_id(&self, stack: &str, service: &str) -> Result<String> {
-        let ids = cli::lines(
-            &self.runner,
-            &[
-                "ps".to_string(),
-                "-q".to_string(),
-                "--no-trunc".to_string(),
-                "--filter".to_string(),
-                format!("label=com.docker.swarm.service.name={stack}_{service}"),
-                "--filter".to_string(),
-                "status=running".to_string(),
-            ],
-            "list the service's containers",
-        )?;
-        ids.into_iter().next().ok_or_else(|| {
-            Error::Infra(format!(
-                "no running container of service {service} in stack {stack}"
-            ))
-        })
+        self.runner.check()?;
+        let filters = serde_json::json!({
+            "label": [format!("com.docker.swarm.service.name={stack}_{service}")],
+            "status": ["running"],
+        });
+        let path = format!(
+            "/{API_VERSION}/containers/json?filters={}",
+            url_encode(&filters.to_string())
+        );
+        let listed = Engine::from_env()?
+            .with_timeout(inspect::QUERY_TIMEOUT)
+            .get_json(&path)?;
+        listed
+            .as_array()
+            .and_then(|containers| containers.first())
+            .and_then(|c| c.get("Id"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::Infra(format!(
+                    "no running container of service {service} in stack {stack}"
+                ))
+            })
     }
 
     /// True when the engine has `image` locally (no registry is asked).
     pub fn image_present(&self, image: &str) -> Result<bool> {
-        let out = cli::output(
-            &self.runner,
-            &cli::cmd(["image", "inspect", "--format", "{{.Id}}", image])?,
-        )?;
-        if out.success() {
-            Ok(true)
-        } else if cli::is_no_such(&out.stderr_str()) {
-            Ok(false)
-        } else {
-            Err(cli::failed(&format!("inspect image {image}"), &out))
+        self.exists(&format!("/{API_VERSION}/images/{}/json", url_encode(image)))
+    }
+
+    /// True when the swarm has a secret named `name`.
+    pub fn secret_exists(&self, name: &str) -> Result<bool> {
+        self.exists(&format!("/{API_VERSION}/secrets/{}", url_encode(name)))
+    }
+
+    /// Whether the engine answers `path` with the object (200) or without it (404).
+    fn exists(&self, path: &str) -> Result<bool> {
+        self.runner.check()?;
+        let response = Engine::from_env()?
+            .with_timeout(inspect::QUERY_TIMEOUT)
+            .request("GET", path, None)?;
+        match response.status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            status => Err(Error::Infra(format!(
+                "docker engine answered {status} to GET {path}: {}",
+                response.message()
+            ))),
         }
     }
 }
@@ -264,6 +334,90 @@ fn exec_cmd(container: &str, command: &[String], io: ExecIo) -> Result<Cmd> {
         cmd = cmd.log_output();
     }
     Ok(cmd)
+}
+
+/// How long an exec through the API may stay silent before it counts as failed.
+const API_EXEC_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a run waiting for an exec notices that it was cancelled.
+const CANCEL_CHECK: Duration = Duration::from_millis(50);
+
+/// Creates an exec of `command` in `container`, runs it attached, and returns its exit code,
+/// stdout and stderr.
+fn exec_over_api(
+    engine: &Engine,
+    container: &str,
+    command: &[String],
+) -> Result<(i32, Vec<u8>, Vec<u8>)> {
+    let short = container.get(..12).unwrap_or(container);
+    let failed = |what: &str, response: &super::api::Response| {
+        Error::Infra(format!(
+            "cannot {what} in container {short}: {}",
+            inspect::one_line(&response.message())
+        ))
+    };
+    let create = serde_json::json!({
+        "AttachStdout": true,
+        "AttachStderr": true,
+        "Cmd": command,
+    })
+    .to_string();
+    let created = engine.request(
+        "POST",
+        &format!("/{API_VERSION}/containers/{}/exec", url_encode(container)),
+        Some(create.as_bytes()),
+    )?;
+    if !created.is_success() {
+        return Err(failed("run a command", &created));
+    }
+    let id = serde_json::from_slice::<serde_json::Value>(&created.body)
+        .ok()
+        .and_then(|v| v.get("Id").and_then(|id| id.as_str()).map(str::to_string))
+        .ok_or_else(|| failed("run a command", &created))?;
+    let id = url_encode(&id);
+    let streamed = engine.request(
+        "POST",
+        &format!("/{API_VERSION}/exec/{id}/start"),
+        Some(br#"{"Detach":false,"Tty":false}"#),
+    )?;
+    if !streamed.is_success() {
+        return Err(failed("start a command", &streamed));
+    }
+    let (stdout, stderr) = demux(&streamed.body);
+    // The stream ends with the command; the engine may record its exit a moment later.
+    for _ in 0..100 {
+        let info = engine.get_json(&format!("/{API_VERSION}/exec/{id}/json"))?;
+        if info.get("Running").and_then(serde_json::Value::as_bool) == Some(false) {
+            let code = info
+                .get("ExitCode")
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|c| i32::try_from(c).ok())
+                .ok_or_else(|| failed("read the exit code of a command", &streamed))?;
+            return Ok((code, stdout, stderr));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(Error::Infra(format!(
+        "a command in container {short} ended its output but not its run"
+    )))
+}
+
+/// Splits an attached exec's stream into stdout and stderr: frames of an 8-byte header (the
+/// stream: 1 stdout, 2 stderr; three zero bytes; the length, big-endian) and the payload.
+/// Anything that is not a frame is kept as stdout rather than dropped.
+fn demux(mut raw: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while raw.len() >= 8 && raw[0] <= 2 && raw[1..4] == [0, 0, 0] {
+        let size = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]) as usize;
+        let end = raw.len().min(8 + size);
+        if raw[0] == 2 {
+            stderr.extend_from_slice(&raw[8..end]);
+        } else {
+            stdout.extend_from_slice(&raw[8..end]);
+        }
+        raw = &raw[end..];
+    }
+    stdout.extend_from_slice(raw);
+    (stdout, stderr)
 }
 
 /// Judges `docker info --format '{{json .Swarm}}'`.
@@ -360,6 +514,22 @@ mod tests {
                 .logs_output(),
             "a data stream is never copied to the log"
         );
+    }
+
+    #[test]
+    fn exec_streams_are_split_by_their_frames() {
+        let mut raw = vec![2, 0, 0, 0, 0, 0, 0, 4];
+        raw.extend_from_slice(b"err\n");
+        raw.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 4]);
+        raw.extend_from_slice(b"out\n");
+        assert_eq!(demux(&raw), (b"out\n".to_vec(), b"err\n".to_vec()));
+        // A frame cut short, and text that is no frame at all, are kept, not dropped.
+        assert_eq!(
+            demux(&[1, 0, 0, 0, 0, 0, 0, 9, b'a', b'b']),
+            (b"ab".to_vec(), Vec::new())
+        );
+        assert_eq!(demux(b"plain text"), (b"plain text".to_vec(), Vec::new()));
+        assert_eq!(demux(&[]), (Vec::new(), Vec::new()));
     }
 
     #[test]

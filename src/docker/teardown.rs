@@ -3,6 +3,15 @@
 //! container's stop grace period), volumes, secrets, configs and networks, all found by the
 //! label `com.docker.stack.namespace=<stack>`, then the app's env file.
 //!
+//! Everything goes through the engine's API ([`crate::docker::api`]): a request costs about a
+//! millisecond where a docker CLI call costs tens, and the waiting steps look again every
+//! [`RETRY_EVERY`]. The order is the fast one: services first (so the swarm starts no
+//! replacement), their containers killed at once, in parallel, volumes once the containers are
+//! gone, and networks removed by ccci itself once nothing is attached to them. A network that
+//! `docker stack rm` removes while its containers are still attached stays listed for seconds
+//! after they are gone (the node drops its copy only after its own shutdown delay); one removed
+//! after them goes at once.
+//!
 //! Teardown is idempotent (what is already gone counts as removed), never panics and never
 //! fails: what it cannot remove within the runner's budget is reported as a leftover for the
 //! janitor. It must never touch anything that does not carry the stack's label.
@@ -11,18 +20,20 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::docker::NAMESPACE_LABEL;
-use crate::docker::api::{Engine, Kind};
+use crate::docker::api::{API_VERSION, Engine, Kind, Resource, url_encode};
 use crate::docker::cli;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
-use crate::sys::process::{Output, Runner};
+use crate::sys::process::Runner;
 
 /// Waiting loops look again this often (containers going, volumes freed, networks gone).
-const RETRY_EVERY: Duration = Duration::from_millis(200);
+const RETRY_EVERY: Duration = Duration::from_millis(50);
 /// Without a budget on the runner, no single waiting step takes longer than this.
 const STEP_LIMIT: Duration = Duration::from_secs(60);
 /// One engine request of teardown's (the runner's budget bounds the waiting loops).
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least time a request is given, even with less budget left, so it can answer at all.
+const MIN_REQUEST: Duration = Duration::from_millis(100);
 
 /// What to tear down.
 #[derive(Clone, Debug)]
@@ -80,44 +91,44 @@ fn tasks_before_their_container(tasks: &serde_json::Value, services: &[String]) 
         .unwrap_or(0)
 }
 
-/// Docker CLI arguments per kind of stack object; the kinds themselves are the engine's.
-/// `docker … ls` listing the names of this kind's objects of `stack`.
-fn list_args(kind: Kind, stack: &str) -> Vec<String> {
-    let filter = format!("label={NAMESPACE_LABEL}={stack}");
-    let (base, format): (&[&str], &str) = match kind {
-        Kind::Service => (&["service", "ls"], "{{.Name}}"),
-        Kind::Container => (&["ps", "-a"], "{{.Names}}"),
-        Kind::Volume => (&["volume", "ls"], "{{.Name}}"),
-        Kind::Secret => (&["secret", "ls"], "{{.Name}}"),
-        Kind::Config => (&["config", "ls"], "{{.Name}}"),
-        Kind::Network => (&["network", "ls"], "{{.Name}}"),
-    };
-    base.iter()
-        .map(|s| s.to_string())
-        .chain([
-            "--filter".to_string(),
-            filter,
-            "--format".to_string(),
-            format.to_string(),
-        ])
-        .collect()
+/// What the engine said to a removal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Removal {
+    /// Removed by this request.
+    Removed,
+    /// Already gone (404): removed meanwhile by someone else, or by the swarm itself.
+    Gone,
+    /// Still there; the engine's reason (a volume or network in use, …).
+    Refused(String),
 }
 
-/// `docker … rm` for names of this kind. Containers are removed by force, which kills
+impl Removal {
+    fn from_answer(status: u16, message: impl FnOnce() -> String) -> Self {
+        match status {
+            200..=299 => Removal::Removed,
+            404 => Removal::Gone,
+            _ => Removal::Refused(message()),
+        }
+    }
+}
+
+/// `DELETE` path of one resource of `kind`. Containers are removed by force, which kills
 /// them first, and with their anonymous volumes.
-fn remove_args(kind: Kind, names: &[String]) -> Vec<String> {
-    let base: &[&str] = match kind {
-        Kind::Service => &["service", "rm"],
-        Kind::Container => &["rm", "--force", "--volumes"],
-        Kind::Volume => &["volume", "rm"],
-        Kind::Secret => &["secret", "rm"],
-        Kind::Config => &["config", "rm"],
-        Kind::Network => &["network", "rm"],
-    };
-    base.iter()
-        .map(|s| s.to_string())
-        .chain(names.iter().cloned())
-        .collect()
+fn removal_path(kind: Kind, resource: &Resource) -> String {
+    let id = url_encode(&resource.id);
+    match kind {
+        Kind::Service => format!("/{API_VERSION}/services/{id}"),
+        Kind::Container => format!("/{API_VERSION}/containers/{id}?force=true&v=true"),
+        Kind::Volume => format!("/{API_VERSION}/volumes/{id}"),
+        Kind::Secret => format!("/{API_VERSION}/secrets/{id}"),
+        Kind::Config => format!("/{API_VERSION}/configs/{id}"),
+        Kind::Network => format!("/{API_VERSION}/networks/{id}"),
+    }
+}
+
+/// The label filter that finds everything of `stack`, and nothing else.
+fn namespace(stack: &str) -> String {
+    format!("{NAMESPACE_LABEL}={stack}")
 }
 
 /// Removes everything of `target`. `runner` should be bounded by the teardown budget
@@ -127,18 +138,20 @@ pub fn teardown(runner: &Runner, target: &Target, sink: &dyn EventSink) -> Outco
     let started = Instant::now();
     let mut run = Teardown {
         runner,
+        engine: Engine::from_env().map_err(|e| e.to_string()),
         stack: &target.stack,
         sink,
         outcome: Outcome::default(),
     };
-    let services = run.service_ids();
-    run.stack_rm();
+    let services = run.services();
     run.tasks_ended(&services);
     run.containers();
+    // Asked now, while nothing is attached any more; the networks step waits for it to take.
+    let networks = run.request_network_removal();
     run.volumes();
     run.simple(Kind::Secret);
     run.simple(Kind::Config);
-    run.networks();
+    run.networks(networks);
     run.env_file(target.env_file.as_ref());
     run.outcome.elapsed = started.elapsed();
     run.outcome
@@ -146,21 +159,23 @@ pub fn teardown(runner: &Runner, target: &Target, sink: &dyn EventSink) -> Outco
 
 /// What of `stack` is still on the engine (services, containers, volumes, secrets, configs,
 /// networks carrying its label), as `<kind> <name>`. Empty when the stack is gone.
-pub fn remaining(runner: &Runner, stack: &str) -> Result<Vec<String>> {
-    let mut left = Vec::new();
-    for kind in Kind::ALL {
-        for name in list(runner, kind, stack)? {
-            left.push(format!("{} {name}", kind.as_str()));
-        }
-    }
-    Ok(left)
+pub fn remaining(_runner: &Runner, stack: &str) -> Result<Vec<String>> {
+    let engine = Engine::from_env()?.with_timeout(ENGINE_TIMEOUT);
+    Ok(engine
+        .list_all(&[&namespace(stack)])?
+        .into_iter()
+        .map(|r| format!("{} {}", r.kind.as_str(), r.name))
+        .collect())
 }
 
 /// Marks the stack's services as kept until `until` (unix seconds), for the janitor (J11).
 /// Service labels live outside the task template, so adding one restarts no task.
 pub fn keep_until(runner: &Runner, stack: &str, until: u64) -> Result<()> {
     let label = format!("{}={until}", crate::labels::KEEP_UNTIL);
-    for service in list(runner, Kind::Service, stack)? {
+    let services = Engine::from_env()?
+        .with_timeout(ENGINE_TIMEOUT)
+        .list(Kind::Service, &[&namespace(stack)])?;
+    for service in services {
         let out = cli::output(
             runner,
             &cli::cmd([
@@ -169,23 +184,23 @@ pub fn keep_until(runner: &Runner, stack: &str, until: u64) -> Result<()> {
                 "--detach",
                 "--label-add",
                 &label,
-                &service,
+                &service.name,
             ])?,
         )?;
         if !out.success() {
-            return Err(cli::failed(&format!("label service {service}"), &out));
+            return Err(cli::failed(
+                &format!("label service {}", service.name),
+                &out,
+            ));
         }
     }
     Ok(())
 }
 
-fn list(runner: &Runner, kind: Kind, stack: &str) -> Result<Vec<String>> {
-    let what = format!("list the stack's {}s", kind.as_str());
-    cli::lines(runner, &list_args(kind, stack), &what)
-}
-
 struct Teardown<'a> {
     runner: &'a Runner,
+    /// The engine, or why it cannot be asked (every step then reports that).
+    engine: std::result::Result<Engine, String>,
     stack: &'a str,
     sink: &'a dyn EventSink,
     outcome: Outcome,
@@ -226,13 +241,57 @@ impl Teardown<'_> {
         });
     }
 
-    fn docker(&self, args: &[String]) -> Result<Output> {
-        let mut cmd = cli::cmd(args)?;
-        if let Some(left) = self.runner.remaining() {
-            // Never let one call eat the budget the later steps need more than it does.
-            cmd = cmd.timeout(left.max(Duration::from_millis(100)));
+    /// The engine for one request, given what is left of the budget (never more than
+    /// [`ENGINE_TIMEOUT`]); an error once the budget is spent.
+    fn engine(&self) -> Result<Engine> {
+        self.runner.check()?;
+        let engine = self.engine.clone().map_err(Error::Infra)?;
+        let timeout = self.runner.remaining().map_or(ENGINE_TIMEOUT, |left| {
+            left.clamp(MIN_REQUEST, ENGINE_TIMEOUT)
+        });
+        Ok(engine.with_timeout(timeout))
+    }
+
+    fn list(&self, kind: Kind) -> Result<Vec<Resource>> {
+        self.engine()?.list(kind, &[&namespace(self.stack)])
+    }
+
+    fn remove(&self, kind: Kind, resource: &Resource) -> Removal {
+        let path = removal_path(kind, resource);
+        match self
+            .engine()
+            .and_then(|engine| engine.request("DELETE", &path, None))
+        {
+            Ok(response) => Removal::from_answer(response.status, || response.message()),
+            Err(e) => Removal::Refused(e.to_string()),
         }
-        cli::output(self.runner, &cmd)
+    }
+
+    /// Removes each of `resources` at once, one request each in parallel (a forced container
+    /// removal waits for the kill), and returns what each answered.
+    fn remove_all<'r>(
+        &self,
+        kind: Kind,
+        resources: &'r [Resource],
+    ) -> Vec<(&'r Resource, Removal)> {
+        if let [only] = resources {
+            return vec![(only, self.remove(kind, only))];
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = resources
+                .iter()
+                .map(|r| (r, scope.spawn(move || self.remove(kind, r))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(r, h)| {
+                    let removal = h
+                        .join()
+                        .unwrap_or_else(|_| Removal::Refused("the removal panicked".into()));
+                    (r, removal)
+                })
+                .collect()
+        })
     }
 
     /// The time a waiting step may take: the budget, or [`STEP_LIMIT`] without one.
@@ -249,17 +308,37 @@ impl Teardown<'_> {
         Instant::now() >= deadline || self.runner.check().is_err()
     }
 
-    /// The ids of the stack's services, taken before they are removed: afterwards only their
-    /// tasks still name them.
-    fn service_ids(&self) -> Vec<String> {
-        let namespace = format!("{NAMESPACE_LABEL}={}", self.stack);
-        Engine::from_env()
-            .and_then(|e| {
-                e.with_timeout(ENGINE_TIMEOUT)
-                    .list(Kind::Service, &[&namespace])
-            })
-            .map(|services| services.into_iter().map(|s| s.id).collect())
-            .unwrap_or_default()
+    /// The stack's services, removed first so the swarm replaces no container the next step
+    /// kills. Returns their ids: afterwards only their tasks still name them.
+    fn services(&mut self) -> Vec<String> {
+        let what = format!("stack {}", self.stack);
+        let services = match self.list(Kind::Service) {
+            Ok(services) => services,
+            Err(e) => {
+                self.failed(&what, Vec::new(), &e.to_string());
+                return Vec::new();
+            }
+        };
+        let mut removed = Vec::new();
+        let mut left = Vec::new();
+        let mut why = String::new();
+        for (service, removal) in self.remove_all(Kind::Service, &services) {
+            match removal {
+                Removal::Removed => removed.push(format!("service {}", service.name)),
+                Removal::Gone => {}
+                Removal::Refused(reason) => {
+                    left.push(format!("service {}", service.name));
+                    why = reason;
+                }
+            }
+        }
+        if left.is_empty() {
+            self.removed(&what, &removed);
+        } else {
+            self.outcome.removed.extend(removed);
+            self.failed(&what, left, &why);
+        }
+        services.into_iter().map(|s| s.id).collect()
     }
 
     /// Waits until no task of the removed `services` can still create a container. A task the
@@ -271,13 +350,11 @@ impl Teardown<'_> {
         if services.is_empty() {
             return;
         }
-        let Ok(engine) = Engine::from_env() else {
-            return;
-        };
-        let engine = engine.with_timeout(ENGINE_TIMEOUT);
         let deadline = self.step_deadline();
+        // The removed services can no longer be named in a filter: every task is listed.
+        let path = format!("/{API_VERSION}/tasks");
         loop {
-            let pending = match engine.get_json("/v1.41/tasks") {
+            let pending = match self.engine().and_then(|e| e.get_json(&path)) {
                 Ok(tasks) => tasks_before_their_container(&tasks, services),
                 Err(_) => return,
             };
@@ -288,78 +365,35 @@ impl Teardown<'_> {
         }
     }
 
-    /// `docker stack rm`: removes services, and the secrets, configs and networks the stack
-    /// file declared. Returns at once; the containers go on stopping in the background.
-    fn stack_rm(&mut self) {
-        let what = format!("stack {}", self.stack);
-        let args = vec!["stack".into(), "rm".into(), self.stack.to_string()];
-        match self.docker(&args) {
-            Ok(out) if out.success() => {
-                let names = stack_rm_removed(&out.stdout_str());
-                self.removed(&what, &names);
-            }
-            Ok(out) => {
-                let why = cli::failed("remove the stack", &out).to_string();
-                // Services are the one thing only `stack rm` (or `service rm`) removes; try
-                // them one by one so containers stop being replaced.
-                self.remove_services(&what, &why);
-            }
-            Err(e) => self.failed(&what, Vec::new(), &e.to_string()),
-        }
-    }
-
-    fn remove_services(&mut self, what: &str, why: &str) {
-        let names = match list(self.runner, Kind::Service, self.stack) {
-            Ok(names) => names,
-            Err(e) => return self.failed(what, Vec::new(), &format!("{why}; {e}")),
-        };
-        if names.is_empty() {
-            return self.removed(what, &[]);
-        }
-        let _ = self.docker(&remove_args(Kind::Service, &names));
-        match list(self.runner, Kind::Service, self.stack) {
-            Ok(left) if left.is_empty() => {
-                let removed: Vec<String> = names.iter().map(|n| format!("service {n}")).collect();
-                self.removed(what, &removed);
-            }
-            Ok(left) => {
-                let left = left.iter().map(|n| format!("service {n}")).collect();
-                self.failed(what, left, why);
-            }
-            Err(e) => self.failed(what, Vec::new(), &format!("{why}; {e}")),
-        }
-    }
-
     /// Kills and removes the stack's containers until none is left: the swarm may still be
     /// stopping some, or start one more for a task it had already scheduled.
     fn containers(&mut self) {
         let deadline = self.step_deadline();
         let mut removed = Vec::new();
         loop {
-            let names = match list(self.runner, Kind::Container, self.stack) {
-                Ok(names) => names,
+            let containers = match self.list(Kind::Container) {
+                Ok(containers) => containers,
                 Err(e) => return self.failed("containers", Vec::new(), &e.to_string()),
             };
-            if names.is_empty() {
+            if containers.is_empty() {
                 return self.removed("containers", &removed);
             }
             if self.out_of_time(deadline) {
-                let left = names.iter().map(|n| format!("container {n}")).collect();
+                let left = names(Kind::Container, &containers);
                 return self.failed("containers", left, "still there when the budget ran out");
             }
-            if let Ok(out) = self.docker(&remove_args(Kind::Container, &names)) {
-                // Each name removed is printed back; the rest are already gone, or being
-                // removed by the swarm itself (the next look tells).
-                for line in out.stdout_str().lines().map(str::trim) {
-                    if names.iter().any(|n| n == line) {
-                        removed.push(format!("container {line}"));
-                    }
-                }
-                if out.success() {
-                    continue;
+            let mut all_removed = true;
+            for (container, removal) in self.remove_all(Kind::Container, &containers) {
+                match removal {
+                    Removal::Removed => removed.push(format!("container {}", container.name)),
+                    // Being removed by the swarm itself, or refused for now: the next look
+                    // tells, after a pause, so that a removal in progress is not hammered.
+                    Removal::Gone | Removal::Refused(_) => all_removed = false,
                 }
             }
-            std::thread::sleep(RETRY_EVERY);
+            if !all_removed {
+                std::thread::sleep(RETRY_EVERY);
+            }
         }
     }
 
@@ -369,32 +403,31 @@ impl Teardown<'_> {
         let deadline = self.step_deadline();
         let mut removed = Vec::new();
         loop {
-            let names = match list(self.runner, Kind::Volume, self.stack) {
-                Ok(names) => names,
+            let volumes = match self.list(Kind::Volume) {
+                Ok(volumes) => volumes,
                 Err(e) => return self.failed("volumes", Vec::new(), &e.to_string()),
             };
-            if names.is_empty() {
+            if volumes.is_empty() {
                 return self.removed("volumes", &removed);
             }
-            let why = match self.docker(&remove_args(Kind::Volume, &names)) {
-                Ok(out) => {
-                    for line in out.stdout_str().lines().map(str::trim) {
-                        if names.iter().any(|n| n == line) {
-                            removed.push(format!("volume {line}"));
-                        }
-                    }
-                    if out.success() {
-                        continue;
-                    }
-                    out.last_error_line()
+            let mut why = None;
+            let mut all_removed = true;
+            for (volume, removal) in self.remove_all(Kind::Volume, &volumes) {
+                match removal {
+                    Removal::Removed => removed.push(format!("volume {}", volume.name)),
+                    Removal::Gone => all_removed = false,
+                    Removal::Refused(reason) => why = Some(reason),
                 }
-                Err(e) => e.to_string(),
-            };
+            }
+            if why.is_none() && all_removed {
+                continue;
+            }
             if self.out_of_time(deadline) {
-                let left = names.iter().map(|n| format!("volume {n}")).collect();
+                let left = names(Kind::Volume, &volumes);
+                let why = why.unwrap_or_else(|| "still there when the budget ran out".into());
                 return self.failed("volumes", left, &why);
             }
-            if why.contains("in use") {
+            if why.as_deref().is_some_and(|why| why.contains("in use")) {
                 self.kill_stragglers();
             }
             std::thread::sleep(RETRY_EVERY);
@@ -403,67 +436,68 @@ impl Teardown<'_> {
 
     /// One more sweep of containers, quietly: the container step already reported.
     fn kill_stragglers(&mut self) {
-        if let Ok(names) = list(self.runner, Kind::Container, self.stack)
-            && !names.is_empty()
-        {
-            let _ = self.docker(&remove_args(Kind::Container, &names));
+        if let Ok(containers) = self.list(Kind::Container) {
+            self.remove_all(Kind::Container, &containers);
         }
     }
 
-    /// Secrets and configs: `stack rm` removes those the stack file declared; this removes the
-    /// rest that carry the label (ccci creates some itself).
+    /// Secrets and configs carrying the label: those the stack file declared and those ccci
+    /// created itself.
     fn simple(&mut self, kind: Kind) {
         let what = format!("{}s", kind.as_str());
-        let names = match list(self.runner, kind, self.stack) {
-            Ok(names) => names,
+        let found = match self.list(kind) {
+            Ok(found) => found,
             Err(e) => return self.failed(&what, Vec::new(), &e.to_string()),
         };
-        if names.is_empty() {
-            return self.removed(&what, &[]);
-        }
-        let why = match self.docker(&remove_args(kind, &names)) {
-            Ok(out) if out.success() => String::new(),
-            Ok(out) => out.last_error_line(),
-            Err(e) => e.to_string(),
-        };
-        match list(self.runner, kind, self.stack) {
-            Ok(left) => {
-                let gone: Vec<String> = names
-                    .iter()
-                    .filter(|n| !left.contains(n))
-                    .map(|n| format!("{} {n}", kind.as_str()))
-                    .collect();
-                if left.is_empty() {
-                    self.removed(&what, &gone);
-                } else {
-                    self.outcome.removed.extend(gone);
-                    let left = left
-                        .iter()
-                        .map(|n| format!("{} {n}", kind.as_str()))
-                        .collect();
-                    self.failed(&what, left, &why);
+        let mut removed = Vec::new();
+        let mut left = Vec::new();
+        let mut why = String::new();
+        for (resource, removal) in self.remove_all(kind, &found) {
+            match removal {
+                Removal::Removed => removed.push(format!("{} {}", kind.as_str(), resource.name)),
+                Removal::Gone => {}
+                Removal::Refused(reason) => {
+                    left.push(format!("{} {}", kind.as_str(), resource.name));
+                    why = reason;
                 }
             }
-            Err(e) => self.failed(&what, Vec::new(), &e.to_string()),
+        }
+        if left.is_empty() {
+            self.removed(&what, &removed);
+        } else {
+            self.outcome.removed.extend(removed);
+            self.failed(&what, left, &why);
         }
     }
 
-    /// Networks: `stack rm` asked for their removal already; the engine lets them go once the
-    /// last endpoint left. Removes what is left and waits until none is listed.
-    fn networks(&mut self) {
+    /// Asks for the removal of the stack's networks, without waiting; returns the names of
+    /// those this request removed, for the networks step to report.
+    fn request_network_removal(&mut self) -> Vec<String> {
+        let Ok(networks) = self.list(Kind::Network) else {
+            return Vec::new();
+        };
+        self.remove_all(Kind::Network, &networks)
+            .into_iter()
+            .filter(|(_, removal)| *removal == Removal::Removed)
+            .map(|(network, _)| format!("network {}", network.name))
+            .collect()
+    }
+
+    /// Networks: the engine lets one go once its last endpoint left. Removes what is left and
+    /// waits until none is listed.
+    fn networks(&mut self, mut removed: Vec<String>) {
         let deadline = self.step_deadline();
-        let mut removed = Vec::new();
         let mut why = String::new();
         loop {
-            let names = match list(self.runner, Kind::Network, self.stack) {
-                Ok(names) => names,
+            let networks = match self.list(Kind::Network) {
+                Ok(networks) => networks,
                 Err(e) => return self.failed("networks", Vec::new(), &e.to_string()),
             };
-            if names.is_empty() {
+            if networks.is_empty() {
                 return self.removed("networks", &removed);
             }
             if self.out_of_time(deadline) {
-                let left = names.iter().map(|n| format!("network {n}")).collect();
+                let left = names(Kind::Network, &networks);
                 let why = if why.is_empty() {
                     "still there when the budget ran out".to_string()
                 } else {
@@ -471,21 +505,13 @@ impl Teardown<'_> {
                 };
                 return self.failed("networks", left, &why);
             }
-            match self.docker(&remove_args(Kind::Network, &names)) {
-                Ok(out) => {
-                    for line in out.stdout_str().lines().map(str::trim) {
-                        if names.iter().any(|n| n == line) {
-                            removed.push(format!("network {line}"));
-                        }
-                    }
-                    if out.success() {
-                        continue;
-                    }
-                    if !cli::is_no_such(&out.stderr_str()) {
-                        why = out.last_error_line();
-                    }
+            for (network, removal) in self.remove_all(Kind::Network, &networks) {
+                match removal {
+                    Removal::Removed => removed.push(format!("network {}", network.name)),
+                    // The swarm has dropped it; the node's copy is on its way out.
+                    Removal::Gone => {}
+                    Removal::Refused(reason) => why = reason,
                 }
-                Err(e) => why = e.to_string(),
             }
             std::thread::sleep(RETRY_EVERY);
         }
@@ -505,12 +531,11 @@ impl Teardown<'_> {
     }
 }
 
-/// What `docker stack rm` says it removed: `Removing service s_app` → `service s_app`.
-fn stack_rm_removed(stdout: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Removing "))
-        .map(str::to_string)
+/// `<kind> <name>` of each resource, as leftovers are named.
+fn names(kind: Kind, resources: &[Resource]) -> Vec<String> {
+    resources
+        .iter()
+        .map(|r| format!("{} {}", kind.as_str(), r.name))
         .collect()
 }
 
@@ -536,40 +561,35 @@ mod tests {
     }
 
     #[test]
-    fn stack_rm_output_names_what_went() {
-        let out =
-            "Removing service capt_app\nRemoving service capt_bad\nRemoving network capt_default\n";
+    fn removals_read_the_engines_answer() {
+        assert_eq!(Removal::from_answer(204, String::new), Removal::Removed);
+        assert_eq!(Removal::from_answer(200, String::new), Removal::Removed);
+        assert_eq!(Removal::from_answer(404, String::new), Removal::Gone);
         assert_eq!(
-            stack_rm_removed(out),
-            vec![
-                "service capt_app",
-                "service capt_bad",
-                "network capt_default"
-            ]
+            Removal::from_answer(409, || "volume is in use".into()),
+            Removal::Refused("volume is in use".into())
         );
-        assert!(stack_rm_removed("Nothing found in stack: x\n").is_empty());
     }
 
     #[test]
-    fn listing_is_by_the_stack_label_only() {
-        for kind in [
-            Kind::Service,
-            Kind::Container,
-            Kind::Volume,
-            Kind::Secret,
-            Kind::Config,
-            Kind::Network,
-        ] {
-            let args = list_args(kind, "capt");
-            assert!(
-                args.contains(&"label=com.docker.stack.namespace=capt".to_string()),
-                "{args:?}"
-            );
-        }
+    fn containers_are_removed_by_force_with_their_volumes_and_only_by_id() {
+        let resource = |id: &str| Resource {
+            kind: Kind::Container,
+            id: id.into(),
+            name: "s_app.1.x".into(),
+            labels: Default::default(),
+            created: None,
+        };
         assert_eq!(
-            remove_args(Kind::Container, &["a".into()]),
-            vec!["rm", "--force", "--volumes", "a"]
+            removal_path(Kind::Container, &resource("abc")),
+            "/v1.41/containers/abc?force=true&v=true"
         );
+        // An id can never reach another endpoint.
+        assert_eq!(
+            removal_path(Kind::Volume, &resource("../x?y")),
+            "/v1.41/volumes/..%2Fx%3Fy"
+        );
+        assert_eq!(namespace("capt"), "com.docker.stack.namespace=capt");
     }
 
     #[test]
@@ -579,6 +599,7 @@ mod tests {
         let runner = Runner::new(crate::sys::cancel::Cancel::new());
         let mut run = Teardown {
             runner: &runner,
+            engine: Err("not asked".into()),
             stack: "none",
             sink: &recorder,
             outcome: Outcome::default(),

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{App, Driver, Version};
+use crate::docker::api::{API_VERSION, Engine};
 use crate::docker::cli;
 use crate::docker::{ExecIo, Swarm};
 use crate::error::{Error, Result};
@@ -25,6 +26,8 @@ use crate::sys::process::Runner;
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 const PULL_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_SECRET_LENGTH: usize = 32;
+/// One engine request creating a secret.
+const SECRET_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct StackDriver {
     /// Whether this docker client's `stack deploy` knows `--detach` (newer clients wait for
@@ -154,36 +157,68 @@ fn random_secret(length: usize) -> Result<String> {
         .collect())
 }
 
+/// Creates the swarm secret `name` with the stack's and the run's labels, through the engine's
+/// API (a docker CLI call would cost its process start).
+fn create_secret(app: &App, name: &str, value: &str) -> Result<()> {
+    app.runner.check()?;
+    let mut labels = BTreeMap::new();
+    labels.insert(
+        crate::docker::NAMESPACE_LABEL.to_string(),
+        app.stack.to_string(),
+    );
+    for (k, v) in &app.labels {
+        labels.insert(k.clone(), v.clone());
+    }
+    let spec = serde_json::json!({
+        "Name": name,
+        "Labels": labels,
+        "Data": base64(value.as_bytes()),
+    })
+    .to_string();
+    let response = Engine::from_env()?.with_timeout(SECRET_TIMEOUT).request(
+        "POST",
+        &format!("/{API_VERSION}/secrets/create"),
+        Some(spec.as_bytes()),
+    )?;
+    if response.is_success() {
+        Ok(())
+    } else {
+        Err(Error::Infra(format!(
+            "failed to create secret {name}: {}",
+            response.message()
+        )))
+    }
+}
+
+/// Standard base64 with padding, as the engine wants a secret's data.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 impl StackDriver {
     /// Creates every secret the env file declares that does not exist yet.
     fn ensure_secrets(&self, app: &App, env: &EnvFile) -> Result<()> {
         for (name, length) in secret_names(app, env, &self.compose(app, env)?)? {
-            let inspect = cli::output(
-                app.runner,
-                &cli::cmd(["secret", "inspect", "--format", "{{.ID}}", &name])?,
-            )?;
-            if inspect.success() {
+            if Swarm::new(app.runner.clone()).secret_exists(&name)? {
                 continue;
             }
-            if !cli::is_no_such(&inspect.stderr_str()) {
-                return Err(cli::failed(&format!("inspect secret {name}"), &inspect));
-            }
             let value = random_secret(length)?;
-            let mut cmd = cli::cmd(["secret", "create"])?;
-            cmd = cmd.args([
-                "--label".to_string(),
-                format!("com.docker.stack.namespace={}", app.stack),
-            ]);
-            for (k, v) in &app.labels {
-                cmd = cmd.args(["--label".to_string(), format!("{k}={v}")]);
-            }
-            let out = cli::output(
-                app.runner,
-                &cmd.arg(&name).arg("-").stdin_bytes(value.into_bytes()),
-            )?;
-            if !out.success() {
-                return Err(cli::failed(&format!("create secret {name}"), &out));
-            }
+            create_secret(app, &name, &value)?;
         }
         Ok(())
     }
@@ -424,6 +459,22 @@ mod tests {
             Some("v1")
         );
         assert_eq!(vars.len(), 2);
+    }
+
+    #[test]
+    fn base64_is_the_standard_padded_one() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
+        }
+        assert_eq!(base64(&[0xfb, 0xff, 0xbf]), "+/+/");
     }
 
     #[test]

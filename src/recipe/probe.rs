@@ -20,7 +20,7 @@ pub fn attempt(probe: &Probe, swarm: &Swarm, stack: &str, domain: &str) -> Attem
             codes,
             timeout,
         } => http_once(&url.replace("{domain}", domain), codes, *timeout),
-        Probe::Command { service, run } => match swarm.exec(stack, service, run, None) {
+        Probe::Command { service, run } => match swarm.exec_short(stack, service, run) {
             Ok(out) if out.success() => Ok(()),
             Ok(out) => Err(format!(
                 "`{}` in {service} exited with {}: {}",

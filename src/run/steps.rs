@@ -470,11 +470,10 @@ impl RunContext<'_> {
             marker.path.replace('\'', ""),
             value.replace('\'', "")
         );
-        let out = self.swarm.exec(
+        let out = self.swarm.exec_short(
             &self.stack,
             &marker.service,
             &["sh".into(), "-c".into(), script],
-            None,
         )?;
         if out.success() {
             Ok(())
@@ -490,11 +489,10 @@ impl RunContext<'_> {
 
     /// What the marker file holds, or why it holds nothing.
     pub(crate) fn read_marker(&self, marker: &suite::Marker) -> Result<String> {
-        let out = self.swarm.exec(
+        let out = self.swarm.exec_short(
             &self.stack,
             &marker.service,
             &["cat".into(), marker.path.clone()],
-            None,
         )?;
         if out.success() {
             Ok(out.stdout_str())

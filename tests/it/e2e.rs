@@ -10,6 +10,7 @@ use crate::support::sandbox::{Sandbox, root};
 
 crate::tests! {
     swarm: demo_passes_install_upgrade_and_backup,
+    swarm: regression_every_look_at_the_swarm_started_a_docker_cli_process,
     swarm: slow_database_passes_because_of_the_overlay,
     swarm: slow_database_without_the_overlay_fails_fast_with_the_kill,
     swarm: missing_image_is_named_before_anything_is_deployed,
@@ -533,4 +534,69 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Each docker CLI start costs tens of milliseconds; each engine API request about one. A run
+/// used to start one for every look at the swarm (four or five per readiness look, a dozen in
+/// teardown, one for preflight, for each image and secret check, for creating each secret and
+/// for the probe). Now an install run starts the CLI only for what has no plain API: deploying
+/// a stack (and asking its flags), and the event stream readiness wakes on.
+fn regression_every_look_at_the_swarm_started_a_docker_cli_process() {
+    let sb = Sandbox::new("");
+    let repo = sb.demo_repo();
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("docker"))
+        .find(|p| p.is_file())
+        .expect("docker on PATH");
+    let bin = sb.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = sb.path("docker-calls.log");
+    let wrapper = bin.join("docker");
+    // Logs who called (the caller's command name) and what, then becomes the real docker.
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\t%s\\n' \"$(cat /proc/$PPID/comm)\" \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let out = sb
+        .ccci()
+        .env("PATH", &path)
+        .args(["test", "demo", "--source", repo.to_str().unwrap()])
+        .args(["--stage", "install", "--run-id", "e2e-calls"])
+        .run();
+    assert_eq!(out.code(), Some(0), "{out}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let by_ccci: Vec<&str> = calls
+        .lines()
+        .filter_map(|l| l.strip_prefix("ccci\t"))
+        .collect();
+    assert!(
+        by_ccci
+            .iter()
+            .any(|c| c.starts_with("stack deploy --prune")),
+        "the wrapper saw no deploy: {calls}"
+    );
+    let needed = ["stack deploy ", "events "];
+    let avoidable: Vec<&&str> = by_ccci
+        .iter()
+        .filter(|c| !needed.iter().any(|n| c.starts_with(n)))
+        .collect();
+    assert!(
+        avoidable.is_empty(),
+        "docker CLI calls where one engine request would do: {avoidable:#?}"
+    );
+    sb.assert_nothing_left(&sb.record("e2e-calls"));
 }

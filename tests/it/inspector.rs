@@ -18,6 +18,7 @@ use crate::support::stack::{
 use crate::support::swarm::IMAGE;
 
 crate::tests! {
+    swarm: regression_readiness_saw_a_healthy_stack_only_at_its_next_poll,
     swarm: a_healthy_stack_becomes_ready_and_can_be_exec_ed_into,
     swarm: an_unhealthy_service_fails_fast_and_is_diagnosed,
     swarm: a_missing_image_fails_fast_with_no_such_image,
@@ -73,6 +74,31 @@ fn a_healthy_stack_becomes_ready_and_can_be_exec_ed_into() {
         .unwrap();
     assert!(out.success(), "{}", out.stderr_str());
     assert_eq!(out.stdout_str(), "fed through stdin");
+
+    // A short command through the engine's API: exit code, and stdout and stderr kept apart.
+    let out = swarm
+        .exec_short(
+            &stack.name,
+            "app",
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 3".into(),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        (out.code, out.stdout_str(), out.stderr_str()),
+        (Some(3), "out\n".to_string(), "err\n".to_string())
+    );
+    let missing = swarm
+        .exec_short(&stack.name, "app", &["no-such-command".into()])
+        .unwrap();
+    assert!(!missing.success(), "{missing:?}");
+    let err = swarm
+        .exec_short(&stack.name, "nosuch", &["true".into()])
+        .unwrap_err();
+    assert!(err.to_string().contains("no running container"), "{err}");
 
     let backup = stack.dir.path().join("www.tar");
     let out = swarm
@@ -262,5 +288,53 @@ fn lists_from_the_real_engine() {
         networks
             .iter()
             .any(|n| n.name == "bridge" && n.created.is_some())
+    );
+}
+
+/// The swarm turns a task `running` some time after its container's `health_status: healthy`,
+/// and no event says so: the look that the health event wakes can still see the task
+/// `starting`. The wait then slept until its next once-a-second look. It now looks again
+/// every 50 ms for a while after each event, so readiness follows health closely.
+fn regression_readiness_saw_a_healthy_stack_only_at_its_next_poll() {
+    let swarm = swarm();
+    let stack = Stack::new();
+    let since = stack.deploy(&healthy_compose());
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
+    let ready_at = std::time::SystemTime::now();
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // The engine's own record of when the container turned healthy, in its nanoseconds.
+    let out = Runner::new(Cancel::new())
+        .output(
+            &ccci::sys::process::Cmd::new("docker")
+                .args(["events", "--since", &secs(since).to_string(), "--until"])
+                .arg((secs(ready_at) + 1).to_string())
+                .args(["--filter", "type=container", "--filter"])
+                .arg("event=health_status")
+                .args(["--filter"])
+                .arg(format!("label=com.docker.stack.namespace={}", stack.name))
+                .args(["--format", "{{.TimeNano}} {{.Status}}"])
+                .timeout(Duration::from_secs(30)),
+        )
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_str());
+    let healthy_ns: u128 = out
+        .stdout_str()
+        .lines()
+        .find(|l| l.ends_with("health_status: healthy"))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|ns| ns.parse().ok())
+        .unwrap_or_else(|| panic!("no healthy event: {}", out.stdout_str()));
+    let ready_ns = ready_at
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let behind = Duration::from_nanos(ready_ns.saturating_sub(healthy_ns) as u64);
+    assert!(
+        behind < Duration::from_millis(700),
+        "ready {behind:?} after the container turned healthy"
     );
 }

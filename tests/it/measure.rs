@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use ccci::docker::teardown;
-use ccci::event::{Event, Recorder};
+use ccci::event::Recorder;
 use ccci::sys::process::Cmd;
 
 use crate::support::sandbox::runner;
-use crate::support::stack::{Stack, swarm, unhealthy_compose, wait};
+use crate::support::stack::{Stack, Timed, swarm, unhealthy_compose, wait};
 
 crate::tests! {
     measurement: teardown_timing,
@@ -66,21 +66,4 @@ fn teardown_timing() {
         outcome.elapsed.as_secs_f64()
     );
     assert!(outcome.elapsed < graceful_took);
-}
-
-/// A sink that notes when each event came, for the timing measurement.
-#[derive(Default)]
-struct Timed(
-    std::sync::Mutex<Vec<(f64, Event)>>,
-    std::sync::OnceLock<Instant>,
-);
-
-impl ccci::event::EventSink for Timed {
-    fn event(&self, event: &Event) {
-        let start = *self.1.get_or_init(Instant::now);
-        self.0
-            .lock()
-            .unwrap()
-            .push((start.elapsed().as_secs_f64(), event.clone()));
-    }
 }

@@ -13,6 +13,7 @@ use crate::support::stack::{Stack, healthy_compose, swarm, wait};
 use crate::support::swarm::IMAGE;
 
 crate::tests! {
+    swarm: regression_teardown_removed_networks_while_their_containers_were_attached,
     swarm: teardown_removes_everything_fast_and_is_idempotent,
     swarm: teardown_of_a_stack_that_never_existed_is_clean,
     swarm: teardown_out_of_budget_reports_leftovers_instead_of_failing,
@@ -159,4 +160,46 @@ fn teardown_out_of_budget_reports_leftovers_instead_of_failing() {
         events.events()
     );
     // The guard's teardown, with a real budget, then cleans up.
+}
+
+/// `docker stack rm` removed a stack's networks while its containers were still attached; the
+/// node then kept each network listed until its own shutdown delay (about 2 s) had passed, and
+/// every teardown waited that out. Teardown now removes the networks itself once the
+/// containers are gone, and they go at once.
+fn regression_teardown_removed_networks_while_their_containers_were_attached() {
+    let swarm = swarm();
+    let stack = Stack::new();
+    let since = stack.deploy(&healthy_compose());
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
+    let steps = crate::support::stack::Timed::default();
+    let outcome = teardown::teardown(
+        &runner().with_budget(Duration::from_secs(90)),
+        &stack.target(),
+        &steps,
+    );
+    assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
+    let steps = steps.0.lock().unwrap();
+    let at = |name: &str| {
+        steps
+            .iter()
+            .find_map(|(at, e)| match e {
+                Event::TeardownStep { what, detail, .. } if what == name => {
+                    Some((*at, detail.clone()))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no `{name}` step in {steps:?}"))
+    };
+    let (containers_gone, _) = at("containers");
+    let (networks_gone, networks) = at("networks");
+    assert_eq!(
+        networks,
+        format!("network {}_default", stack.name),
+        "teardown did not remove the network itself"
+    );
+    let waited = networks_gone - containers_gone;
+    assert!(
+        waited < 2.0,
+        "the network went {waited:.2} s after the containers"
+    );
 }

@@ -163,3 +163,20 @@ services:
     command: ["sleep", "3600"]
 "#
 }
+
+/// A sink that notes when each event came, in seconds after the first.
+#[derive(Default)]
+pub struct Timed(
+    pub std::sync::Mutex<Vec<(f64, ccci::event::Event)>>,
+    std::sync::OnceLock<std::time::Instant>,
+);
+
+impl ccci::event::EventSink for Timed {
+    fn event(&self, event: &ccci::event::Event) {
+        let start = *self.1.get_or_init(std::time::Instant::now);
+        self.0
+            .lock()
+            .unwrap()
+            .push((start.elapsed().as_secs_f64(), event.clone()));
+    }
+}
