@@ -17,12 +17,16 @@ pub enum Error {
     /// Docker, the swarm, abra, git or the recipe source is missing or broken.
     #[error("{0}")]
     Infra(String),
+    /// A check of the recipe found it wrong (data lost in an upgrade, a restore that brought
+    /// nothing back, a release labelled as another): the recipe's fault.
+    #[error("{0}")]
+    Failed(String),
     /// The deployer (docker or abra) ran and refused what the recipe asks for: the recipe's
     /// fault, not the host's (see `run::failure` for what that means for a verdict).
     #[error("{0}")]
     Rejected(String),
     /// The run was interrupted by this signal (SIGINT, SIGTERM, SIGALRM for the deadline).
-    #[error("interrupted by {}", crate::sys::signal::signal_name(*.0))]
+    #[error("interrupted by {}", signal_name(*.0))]
     Interrupted(i32),
     /// The parent process died before the lifetime guard was installed.
     #[error(
@@ -64,5 +68,14 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(action, path, e))
+    }
+}
+
+/// "SIGINT", "SIGTERM", … for messages; the number when it is not a known signal.
+pub fn signal_name(signal: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(nix::sys::signal::Signal::SIGALRM) => "the run's deadline (SIGALRM)".to_string(),
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {signal}"),
     }
 }

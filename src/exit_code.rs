@@ -54,6 +54,6 @@ pub fn for_error(error: &crate::Error) -> i32 {
         Error::Interrupted(signal) => for_signal(*signal),
         Error::Orphaned { .. } => ORPHANED,
         Error::Infra(_) | Error::Io { .. } | Error::Command(_) => INFRA,
-        Error::Rejected(_) => TEST_FAILED,
+        Error::Rejected(_) | Error::Failed(_) => TEST_FAILED,
     }
 }

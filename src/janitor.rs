@@ -558,7 +558,7 @@ impl Sweep<'_> {
                 Action::SkippedKept,
                 format!(
                     "kept until {}; remove it sooner with: ccci teardown --domain {domain}",
-                    crate::run::record::rfc3339_of_unix(until)
+                    crate::timestamp::rfc3339_of_unix(until)
                 ),
             );
             d.keep_until = Some(until);

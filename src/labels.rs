@@ -56,10 +56,12 @@ impl RunLabels {
     }
 }
 
-/// The setup id of a lock directory: 8 hex digits of a stable hash of its absolute path, so
-/// every process of one setup computes the same id and another setup a different one.
+/// The setup id of a lock directory: 8 hex digits of a stable hash of its canonical path (links
+/// and `..` resolved, so `/var/run/ccci/locks` and `/run/ccci/locks` are one setup), so every
+/// process of one setup computes the same id and another setup a different one. A directory
+/// that does not exist yet is resolved through its nearest existing ancestor.
 pub fn setup_id(lock_dir: &Path) -> String {
-    let absolute = std::path::absolute(lock_dir).unwrap_or_else(|_| lock_dir.to_path_buf());
+    let absolute = canonical(lock_dir);
     // FNV-1a: stable across Rust versions and platforms, unlike std's DefaultHasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in absolute.as_os_str().as_encoded_bytes() {
@@ -67,6 +69,24 @@ pub fn setup_id(lock_dir: &Path) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{:08x}", hash as u32 ^ (hash >> 32) as u32)
+}
+
+fn canonical(path: &Path) -> std::path::PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut missing = Vec::new();
+    let mut existing = absolute.as_path();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return missing.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
 }
 
 /// `coop-cloud.<stack>.chaos`: set on a chaos deploy.
@@ -99,6 +119,23 @@ mod tests {
         assert_eq!(a, setup_id(Path::new("/run/ccci/locks")));
         assert_eq!(a.len(), 8);
         assert_ne!(a, setup_id(Path::new("/tmp/other/locks")));
+    }
+
+    #[test]
+    fn regression_one_lock_dir_spelt_two_ways_was_two_setups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("run/ccci/locks");
+        std::fs::create_dir_all(&real).unwrap();
+        let link = tmp.path().join("var-run");
+        std::os::unix::fs::symlink(tmp.path().join("run"), &link).unwrap();
+        let id = setup_id(&real);
+        assert_eq!(setup_id(&link.join("ccci/locks")), id);
+        assert_eq!(setup_id(&tmp.path().join("run/ccci/../ccci/locks")), id);
+        // Not created yet: resolved through what exists.
+        assert_eq!(
+            setup_id(&link.join("ccci/new")),
+            setup_id(&real.parent().unwrap().join("new"))
+        );
     }
 
     #[test]

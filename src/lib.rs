@@ -6,7 +6,7 @@
 //! [`event::Event`]s the library reports. The library never prints.
 //!
 //! Layers, each using only those before it: the foundation in this folder (error, event,
-//! stage, verdict, config, naming, labels, yaml, exit codes); [`sys`] (cancel, signals,
+//! stage, verdict, config, naming, labels, yaml, files, timestamp, exit codes); [`sys`] (cancel, signals,
 //! children, locks); [`docker`] (the engine); [`recipe`] (what a recipe says); [`driver`]
 //! (abra or docker stack deploy); [`run`] (one run, its steps and stages); [`janitor`].
 
@@ -17,6 +17,7 @@ pub mod driver;
 pub mod error;
 pub mod event;
 pub mod exit_code;
+pub mod files;
 pub mod janitor;
 pub mod labels;
 pub mod naming;
@@ -25,6 +26,7 @@ pub mod run;
 pub mod serve;
 pub mod stage;
 pub mod sys;
+pub mod timestamp;
 pub mod verdict;
 pub mod yaml;
 

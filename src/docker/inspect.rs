@@ -48,6 +48,10 @@ pub struct ServiceState {
     pub labels: BTreeMap<String, String>,
     /// True when the service's container spec has a healthcheck (other than `NONE`).
     pub has_healthcheck: bool,
+    /// The last change of its spec changed what its tasks run, and the swarm has not (yet)
+    /// started the rolling update that replaces them: right after `docker stack deploy`, the
+    /// old tasks still run and `UpdateStatus` still tells of the previous update, if any.
+    pub update_pending: bool,
 }
 
 /// One task of a service: a slot's attempt to run a container.
@@ -399,6 +403,21 @@ impl From<ServiceJson> for ServiceState {
             .next()
             .unwrap_or_default()
             .to_string();
+        let template_changed = json
+            .previous_spec
+            .as_ref()
+            .is_some_and(|previous| previous.task_template != spec.task_template.raw);
+        let started = json
+            .update_status
+            .as_ref()
+            .and_then(|u| parse_time(&u.started_at));
+        // The swarm starts the rolling update a moment after the spec changed (UpdatedAt).
+        let update_pending = template_changed
+            && match (started, parse_time(&json.updated_at)) {
+                (Some(started), Some(changed)) => started < changed,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
         let (update_state, update_message) = match json.update_status {
             Some(u) => (
                 Some(u.state).filter(|s| !s.is_empty()),
@@ -417,6 +436,7 @@ impl From<ServiceJson> for ServiceState {
             completed,
             update_state,
             update_message,
+            update_pending,
             labels: spec.labels,
             has_healthcheck,
         }
@@ -458,6 +478,8 @@ pub struct ServiceJson {
     #[serde(rename = "ID")]
     id: String,
     spec: ServiceSpecJson,
+    previous_spec: Option<PreviousSpecJson>,
+    updated_at: String,
     update_status: Option<UpdateStatusJson>,
     /// Only with `?status=true`.
     service_status: Option<ServiceStatusJson>,
@@ -472,10 +494,34 @@ struct ServiceSpecJson {
     mode: ModeJson,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(default, rename_all = "PascalCase")]
+struct PreviousSpecJson {
+    task_template: serde_json::Value,
+}
+
+/// The task template, whole (to compare with the previous one) and as read.
+#[derive(Debug, Default)]
 struct TaskTemplateJson {
+    raw: serde_json::Value,
     container_spec: ContainerSpecJson,
+}
+
+impl<'de> Deserialize<'de> for TaskTemplateJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = serde_json::Value::deserialize(d)?;
+        let container_spec = raw
+            .get("ContainerSpec")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(serde::de::Error::custom)?
+            .unwrap_or_default();
+        Ok(TaskTemplateJson {
+            raw,
+            container_spec,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -526,6 +572,7 @@ struct ServiceStatusJson {
 struct UpdateStatusJson {
     state: String,
     message: String,
+    started_at: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -689,6 +736,27 @@ pub fn parse_containers(text: &str) -> Result<Vec<ContainerInfo>> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_task_template_whose_update_has_not_started_is_pending() {
+        let service = |previous: &str, updated: &str, started: &str| {
+            let json = format!(
+                r#"{{"ID":"s1","UpdatedAt":"{updated}",
+                  "Spec":{{"Name":"st_app","TaskTemplate":{{"ContainerSpec":{{"Image":"app:2"}}}},"Mode":{{"Replicated":{{"Replicas":1}}}}}},
+                  "PreviousSpec":{{"TaskTemplate":{{"ContainerSpec":{{"Image":"{previous}"}}}}}},
+                  "UpdateStatus":{{"State":"completed","StartedAt":"{started}"}}}}"#
+            );
+            ServiceState::from(serde_json::from_str::<ServiceJson>(&json).unwrap())
+        };
+        // Deployed at :10; the last update began at :05, before it: the new one has not.
+        let s = service("app:1", "2026-01-01T00:00:10Z", "2026-01-01T00:00:05Z");
+        assert!(s.update_pending);
+        assert_eq!(s.image, "app:2");
+        // The swarm began rolling it out at :11.
+        assert!(!service("app:1", "2026-01-01T00:00:10Z", "2026-01-01T00:00:11Z").update_pending);
+        // Only the service's own labels changed: nothing to roll out.
+        assert!(!service("app:2", "2026-01-01T00:00:10Z", "2026-01-01T00:00:05Z").update_pending);
+    }
 
     pub const SERVICE_LS: &str = include_str!("testdata/service_ls.jsonl");
     pub const SERVICES: &str = include_str!("testdata/services.json");

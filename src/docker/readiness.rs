@@ -150,6 +150,9 @@ fn service_waiting_for(snap: &Snapshot, service: &ServiceState) -> Option<String
         };
     }
     let counts = format!("{}/{}", service.running, service.desired);
+    if service.update_pending {
+        return Some(format!("{name} {counts} (update not started yet)"));
+    }
     if let Some(state @ ("updating" | "rollback_started")) = service.update_state.as_deref() {
         return Some(format!(
             "{name} {counts} (update {})",
@@ -484,6 +487,19 @@ mod tests {
             assess(&snap, far_future()),
             Assessment::Waiting { .. }
         ));
+    }
+
+    #[test]
+    fn regression_an_upgrade_deploy_was_ready_before_its_rolling_update_began() {
+        let mut snap = only(&captured(), "app");
+        assert!(matches!(assess(&snap, epoch()), Assessment::Ready { .. }));
+        snap.services[0].update_pending = true;
+        match assess(&snap, epoch()) {
+            Assessment::Waiting { summary, .. } => {
+                assert!(summary.ends_with("(update not started yet)"), "{summary}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -257,7 +257,7 @@ impl StackDriver {
                 },
             )?;
             if !out.success() {
-                return Err(Error::Infra(format!(
+                return Err(Error::Failed(format!(
                     "backup hook `{hook}` in {service} failed: {}",
                     out.last_error_line()
                 )));
@@ -274,13 +274,15 @@ impl Driver for StackDriver {
 
     fn new_app(&self, app: &App, version: &Version) -> Result<()> {
         let sample = app.recipe_dir().join(".env.sample");
-        let mut env = EnvFile::read(&sample).map_err(|_| {
-            Error::Config(format!(
+        if !sample.is_file() {
+            return Err(Error::Config(format!(
                 "recipe {} has no .env.sample at {}: is it a Co-op Cloud recipe?",
                 app.recipe,
                 sample.display()
-            ))
-        })?;
+            )));
+        }
+        // A sample that cannot be read is named with its line, not taken for a missing one.
+        let mut env = EnvFile::read(&sample)?;
         let type_value = match version {
             Version::Release(v) => format!("{}:{v}", app.recipe),
             Version::Chaos => app.recipe.to_string(),
@@ -296,7 +298,9 @@ impl Driver for StackDriver {
         let mut env = EnvFile::read(&env_path)?;
         // A newer version may need secrets the app was not created with: take their keys
         // from the checked-out `.env.sample`, as an operator upgrading by hand would.
-        if let Ok(sample) = EnvFile::read(&app.recipe_dir().join(".env.sample")) {
+        let sample_path = app.recipe_dir().join(".env.sample");
+        if sample_path.is_file() {
+            let sample = EnvFile::read(&sample_path)?;
             let mut changed = false;
             for key in sample.vars().into_keys() {
                 if key.starts_with("SECRET_") {
@@ -376,7 +380,7 @@ impl Driver for StackDriver {
             let out =
                 swarm.exec_with(app.stack, &target.service, &tar_create(&target.paths), io)?;
             if !out.success() {
-                return Err(Error::Infra(format!(
+                return Err(Error::Failed(format!(
                     "backup of {} failed: {}",
                     target.service,
                     out.last_error_line()
@@ -408,7 +412,7 @@ impl Driver for StackDriver {
             };
             let out = swarm.exec_with(app.stack, &target.service, &tar_extract(), io)?;
             if !out.success() {
-                return Err(Error::Infra(format!(
+                return Err(Error::Failed(format!(
                     "restore of {} failed: {}",
                     target.service,
                     out.last_error_line()

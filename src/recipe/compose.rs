@@ -443,12 +443,17 @@ fn port_key(value: &Value) -> Option<String> {
             (ip, published, target, protocol.to_owned())
         }
     };
+    // `docker stack deploy` merges published ports by the published port alone (a later file's
+    // `8080:8080` replaces an earlier `8080:80`); ports that publish nothing by what they are.
+    if !published.is_empty() {
+        return Some(format!("published|{published}"));
+    }
     let protocol = if protocol.is_empty() {
         "tcp"
     } else {
         &protocol
     };
-    Some(format!("{ip}|{published}|{target}|{protocol}"))
+    Some(format!("{ip}|{target}|{protocol}"))
 }
 
 /// The secret or config a service entry names: the short form, or the long form's `source`.

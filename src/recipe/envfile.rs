@@ -122,7 +122,7 @@ impl EnvFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).at("create", dir)?;
         }
-        crate::run::record::write_atomic(path, self.to_string().as_bytes())
+        crate::files::write_atomic(path, self.to_string().as_bytes())
     }
 
     /// The value of `key` as abra reads it (expanded; the last assignment wins). `None` when
@@ -621,7 +621,17 @@ fn reads_back_as(entry: &Entry, value: &str) -> bool {
     entry
         .assignment
         .as_ref()
-        .is_some_and(|a| a.value.resolve(&|_| None) == value)
+        .is_some_and(|a| a.value.resolve(&|_| None) == value && !quote_follows_backslash(&a.value))
+}
+
+/// abra's parser takes a quote after a backslash for an escaped one whatever precedes the
+/// backslash, so a quoted value whose text ends in a backslash never ends for it: such a
+/// rendering would make the whole file unreadable to abra.
+fn quote_follows_backslash(value: &RawValue) -> bool {
+    match value {
+        RawValue::Unquoted(_) => false,
+        RawValue::SingleQuoted(text) | RawValue::DoubleQuoted(text) => text.ends_with('\\'),
+    }
 }
 
 /// The process environment, minus what is not UTF-8 (no env file can refer to that).
@@ -960,5 +970,24 @@ N=$A
         let secrets = env.secrets();
         assert_eq!(secrets.len(), 1);
         assert_eq!(secrets[0].length, Some(64));
+    }
+
+    #[test]
+    fn regression_a_value_ending_in_a_backslash_was_written_so_abra_could_not_read_the_file() {
+        let mut env = EnvFile::parse("TYPE=app\n").unwrap();
+        // Bare, it reads back unchanged by both parsers.
+        env.set("WIN", r"C:\Programs\").unwrap();
+        assert_eq!(env.get("WIN").as_deref(), Some(r"C:\Programs\"));
+        assert!(!env.to_string().contains(r#"\""#), "{env}");
+        // With a space too: still written so that no quote follows a backslash.
+        env.set("DIR", r"C:\Program Files\").unwrap();
+        assert_eq!(env.get("DIR").as_deref(), Some(r"C:\Program Files\"));
+        assert!(!env.to_string().contains(r#"\""#), "{env}");
+        assert!(!env.to_string().contains(r"\'"), "{env}");
+        // Needing quotes (leading blanks) and ending in a backslash: refused, file unchanged.
+        let before = env.to_string();
+        let err = env.set("PAD", r"  x\").unwrap_err();
+        assert!(err.to_string().contains("cannot be written"), "{err}");
+        assert_eq!(env.to_string(), before);
     }
 }

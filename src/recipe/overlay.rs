@@ -92,7 +92,7 @@ pub fn generate(input: &OverlayInput) -> Result<String> {
 pub fn apply(recipe_dir: &Path, env: &mut EnvFile, input: &OverlayInput) -> Result<PathBuf> {
     let text = generate(input)?;
     let path = recipe_dir.join(OVERLAY_FILE);
-    crate::run::record::write_atomic(&path, text.as_bytes())?;
+    crate::files::write_atomic(&path, text.as_bytes())?;
     exclude_from_git(recipe_dir)?;
     env.register_compose_file(OVERLAY_FILE)?;
     Ok(path)
@@ -196,8 +196,10 @@ fn healthcheck(hc: &crate::recipe::compose::Healthcheck, min_start_period: Durat
     spec
 }
 
-/// True when `service` publishes a port through the swarm's ingress (the default mode of a
-/// published port): such a service must keep its virtual IP, docker refuses dnsrr for it.
+/// True when `service` publishes a port through the swarm's ingress, which every published
+/// port does (`"8080:80"`, `"80"` and `80` on a port the swarm picks, `target: 80`) unless
+/// it is the long form with `mode: host`: such a service must keep its virtual IP, docker
+/// refuses dnsrr for it.
 fn publishes_through_ingress(compose: &Value, service: &str) -> bool {
     let Some(ports) = compose
         .get("services")
@@ -208,14 +210,8 @@ fn publishes_through_ingress(compose: &Value, service: &str) -> bool {
         return false;
     };
     ports.iter().any(|port| match port {
-        // The short syntax ("8080:80") always publishes through the ingress when it publishes.
-        Value::String(text) => text.contains(':'),
-        Value::Number(_) => false,
-        Value::Mapping(long) => {
-            long.get("published").is_some()
-                && long.get("mode").and_then(Value::as_str) != Some("host")
-        }
-        _ => false,
+        Value::Mapping(long) => long.get("mode").and_then(Value::as_str) != Some("host"),
+        _ => true,
     })
 }
 
@@ -323,7 +319,7 @@ fn exclude_from_git(recipe_dir: &Path) -> Result<()> {
     }
     text.push_str(&entry);
     text.push('\n');
-    crate::run::record::write_atomic(&exclude, text.as_bytes())
+    crate::files::write_atomic(&exclude, text.as_bytes())
 }
 
 /// The directory holding `info/exclude`: `.git` itself, or for a worktree (`.git` is a file
@@ -562,9 +558,11 @@ networks:
         let v = parsed(&generate(&inp).unwrap());
         assert_eq!(mode(&v, "app").as_deref(), Some("dnsrr"));
         assert_eq!(mode(&v, "hostport").as_deref(), Some("dnsrr"));
-        assert_eq!(mode(&v, "exposed").as_deref(), Some("dnsrr"));
         assert_eq!(mode(&v, "web"), None);
         assert_eq!(mode(&v, "long"), None);
+        // regression: `"80"` publishes on a port the swarm picks, through the ingress too;
+        // with dnsrr docker refused the whole deploy.
+        assert_eq!(mode(&v, "exposed"), None);
     }
 
     #[test]

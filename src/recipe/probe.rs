@@ -51,7 +51,7 @@ pub fn wait(
             Err(why) => why,
         };
         if Instant::now() + pause >= until {
-            return Err(Error::Infra(format!(
+            return Err(Error::Failed(format!(
                 "probe did not pass within {}: {last}",
                 crate::config::format_duration(within)
             )));

@@ -130,7 +130,7 @@ impl RunDir {
         } else {
             format!("left for the janitor:\n{}\n", leftovers.join("\n"))
         };
-        crate::run::record::write_atomic(&self.teardown_marker(), marker.as_bytes())
+        crate::files::write_atomic(&self.teardown_marker(), marker.as_bytes())
     }
 }
 
@@ -156,7 +156,7 @@ impl RunLog {
     /// Appends one line with a timestamp. Errors are dropped: a full disk must not turn a
     /// verdict into a crash, and run.json still records the outcome.
     pub fn line(&self, text: &str) {
-        let stamp = crate::run::record::now_rfc3339();
+        let stamp = crate::timestamp::now_rfc3339();
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         for line in text.lines() {
             let _ = writeln!(file, "{stamp} {line}");

@@ -48,7 +48,7 @@ impl Failure {
         match self {
             Failure::NotReady(NotReady::Interrupted(_) | NotReady::Infra(_)) => false,
             Failure::NotReady(_) | Failure::Check(_) | Failure::Base { .. } => true,
-            Failure::Error(e) => matches!(e, Error::Rejected(_)),
+            Failure::Error(e) => matches!(e, Error::Rejected(_) | Error::Failed(_)),
         }
     }
 

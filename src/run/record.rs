@@ -209,31 +209,8 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).at("write", &tmp)?;
-    std::fs::rename(&tmp, path).at("rename into place", path)
-}
-
-/// Now, as RFC 3339 UTC with second precision.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-/// `unix` seconds as RFC 3339, for messages; the far future reads as such rather than
-/// overflowing.
-pub fn rfc3339_of_unix(unix: u64) -> String {
-    std::time::UNIX_EPOCH
-        .checked_add(std::time::Duration::from_secs(unix))
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-        .unwrap_or_else(|| "the far future".to_string())
-}
+pub use crate::files::write_atomic;
+pub use crate::timestamp::{now_rfc3339, rfc3339_of_unix};
 
 #[cfg(test)]
 mod tests {

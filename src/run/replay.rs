@@ -77,8 +77,11 @@ pub fn prepare(host: &Host, req: &PrepareRequest) -> Result<RunDir> {
         git::check_local_source(source)?;
     }
     let (driver, _) = driver::select(req.driver)?;
-    let run_id = req.run_id.clone().unwrap_or_else(RunDir::manual_id);
-    let run_dir = RunDir::create(&host.config.runs_dir, &run_id, false)?;
+    let run_dir = match &req.run_id {
+        Some(id) => RunDir::create(&host.config.runs_dir, id, false)?,
+        None => RunDir::create_manual(&host.config.runs_dir)?,
+    };
+    let run_id = run_dir.id.clone();
     AbraHome::create(&run_dir.path, &host.config.abra_dir)?;
     let source = git::source_for(
         &req.recipe,

@@ -20,7 +20,7 @@ use crate::verdict::{StageStatus, Verdict};
 
 use super::Keep;
 use super::failure::{Failure, StepResult};
-use super::record::{self, RunRecord};
+use super::record::{self, CheckRecord, RunRecord};
 
 /// What the stage machine asks of a run. Each method is one step; none decides what happens
 /// next.
@@ -71,8 +71,48 @@ pub trait Steps {
 
     /// Runs one named check of `stage` and records it.
     fn check(&self, stage: Stage, name: &str, f: &mut dyn FnMut() -> Result<()>) -> StepResult {
-        super::steps::record_check(self.record(), self.sink(), stage, name, f)
+        record_check(self.record(), self.sink(), stage, name, f)
     }
+}
+
+/// Runs one named check of `stage`, records it in `record` and reports it. A failed check is
+/// the recipe's ([`Failure::Check`]); an interruption, or ccci or the host failing to do its
+/// part (the engine, configuration, a file), stays an error (see [`super::failure`]).
+pub(crate) fn record_check(
+    record: &RefCell<RunRecord>,
+    sink: &dyn EventSink,
+    stage: Stage,
+    name: &str,
+    f: &mut dyn FnMut() -> Result<()>,
+) -> StepResult {
+    let started = Instant::now();
+    let result = f();
+    let check = CheckRecord {
+        name: name.to_string(),
+        ok: result.is_ok(),
+        seconds: started.elapsed().as_secs_f64(),
+        detail: result
+            .as_ref()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
+    };
+    sink.event(&Event::TestRan {
+        name: name.to_string(),
+        ok: check.ok,
+        detail: check.detail.clone(),
+    });
+    if let Some(s) = record.borrow_mut().stage_mut(stage) {
+        s.checks.push(check);
+    }
+    result.map_err(|e| match e {
+        // The recipe's: a check found it wrong, its test or hook exited non-zero, or the
+        // deployer refused it. Anything else (the engine, a file, an interruption) is not.
+        e @ (Error::Failed(_) | Error::Command(_) | Error::Rejected(_)) => {
+            Failure::Check(format!("{name}: {e}"))
+        }
+        e => Failure::Error(e),
+    })
 }
 
 /// What the machine is asked to do.
@@ -349,7 +389,7 @@ impl Machine<'_> {
         let value = format!("ccci-upgrade-{}", steps.change());
         if markers.is_empty() {
             steps.sink().event(&Event::Notice {
-                message: "no marker location (no `marker` in ccci.yml and no backupbot path): data survival is not checked".into(),
+                message: "no directory among the backed-up paths (and no `marker` in ccci.yml) to put a marker in: data survival is checked by the recipe's upgrade.d tests alone".into(),
             });
         }
         for m in &markers {
@@ -373,7 +413,7 @@ impl Machine<'_> {
                     if found == value {
                         Ok(())
                     } else {
-                        Err(Error::Infra(format!(
+                        Err(Error::Failed(format!(
                             "data written before the upgrade is gone: {} holds `{found}`",
                             m.path
                         )))
@@ -435,7 +475,7 @@ impl Machine<'_> {
                     if found == original {
                         Ok(())
                     } else {
-                        Err(Error::Infra(format!(
+                        Err(Error::Failed(format!(
                             "restore did not bring the data back: {} in {} holds `{found}`",
                             m.path, m.service
                         )))
@@ -493,7 +533,7 @@ mod tests {
             match self {
                 Fault::Interrupt => Error::Interrupted(15),
                 Fault::OurError => Error::Infra("docker is not reachable".into()),
-                _ => Error::Infra("marker gone".into()),
+                _ => Error::Failed("marker gone".into()),
             }
         }
     }
@@ -806,6 +846,19 @@ mod tests {
         drive(&fake, &plan(&[Stage::Backup]));
         assert_eq!(fake.verdict(), Some(Verdict::Error));
         assert_eq!(fake.count("backup"), 0);
+    }
+
+    #[test]
+    fn regression_an_engine_error_in_a_check_of_the_base_was_blamed_on_the_recipe() {
+        let fake = Fake::new(&Stage::ALL).failing("verify_release_runs", Fault::OurError);
+        drive(&fake, &plan(&Stage::ALL));
+        assert_eq!(fake.verdict(), Some(Verdict::Error));
+        let fake = Fake::new(&[Stage::Backup]).failing("backup", Fault::OurError);
+        drive(&fake, &plan(&[Stage::Backup]));
+        assert_eq!(fake.verdict(), Some(Verdict::Error));
+        let fake = Fake::new(&[Stage::Backup]).failing("backup", Fault::CheckFails);
+        drive(&fake, &plan(&[Stage::Backup]));
+        assert_eq!(fake.verdict(), Some(Verdict::Fail));
     }
 
     #[test]

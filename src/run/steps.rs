@@ -33,7 +33,7 @@ use super::Host;
 use super::abra_home::AbraHome;
 use super::dir::RunDir;
 use super::failure::{Failure, StepResult};
-use super::record::{CheckRecord, RunRecord};
+use super::record::RunRecord;
 use super::stages::Steps;
 
 /// One run's shared state for its steps.
@@ -357,7 +357,7 @@ impl RunContext<'_> {
         name: &str,
         mut f: impl FnMut() -> Result<()>,
     ) -> StepResult {
-        record_check(&self.record, &*self.sink, stage, name, &mut f)
+        super::stages::record_check(&self.record, &*self.sink, stage, name, &mut f)
     }
 
     /// Proves the stack runs the change: its chaos-version label names the change's commit.
@@ -375,10 +375,10 @@ impl RunContext<'_> {
         };
         match found.first() {
             Some(_) if found.iter().all(|l| matches(l)) => Ok(()),
-            Some(label) => Err(Error::Infra(format!(
+            Some(label) => Err(Error::Failed(format!(
                 "the stack runs {label}, not the change {short}"
             ))),
-            None => Err(Error::Infra(format!(
+            None => Err(Error::Failed(format!(
                 "no service carries the label {key}: cannot prove the change is what runs"
             ))),
         }
@@ -418,7 +418,7 @@ impl RunContext<'_> {
         }
         match found.iter().find(|label| label.as_str() != tag) {
             None => Ok(()),
-            Some(label) => Err(Error::Infra(format!(
+            Some(label) => Err(Error::Failed(format!(
                 "release {tag} says it is {label} (label {key}): the release's version label was not bumped"
             ))),
         }
@@ -478,7 +478,7 @@ impl RunContext<'_> {
         if out.success() {
             Ok(())
         } else {
-            Err(Error::Infra(format!(
+            Err(Error::Failed(format!(
                 "cannot write {} in {}: {}",
                 marker.path,
                 marker.service,
@@ -546,44 +546,6 @@ impl RunContext<'_> {
         self.runner.run(&cmd)?;
         Ok(())
     }
-}
-
-/// Runs one named check of `stage`, records it in `record` and reports it. A failed check is
-/// the recipe's ([`Failure::Check`]); an interruption, or ccci failing to do its own part
-/// (configuration, a file it could not read), stays an error (see [`super::failure`]).
-pub(crate) fn record_check(
-    record: &RefCell<RunRecord>,
-    sink: &dyn EventSink,
-    stage: Stage,
-    name: &str,
-    f: &mut dyn FnMut() -> Result<()>,
-) -> StepResult {
-    let started = Instant::now();
-    let result = f();
-    let check = CheckRecord {
-        name: name.to_string(),
-        ok: result.is_ok(),
-        seconds: started.elapsed().as_secs_f64(),
-        detail: result
-            .as_ref()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default(),
-    };
-    sink.event(&Event::TestRan {
-        name: name.to_string(),
-        ok: check.ok,
-        detail: check.detail.clone(),
-    });
-    if let Some(s) = record.borrow_mut().stage_mut(stage) {
-        s.checks.push(check);
-    }
-    result.map_err(|e| match e {
-        e @ (Error::Interrupted(_) | Error::Config(_) | Error::Usage(_) | Error::Io { .. }) => {
-            Failure::Error(e)
-        }
-        e => Failure::Check(format!("{name}: {e}")),
-    })
 }
 
 impl RunContext<'_> {

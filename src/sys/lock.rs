@@ -45,7 +45,7 @@ impl Holder {
         Holder {
             run_id: run_id.into(),
             pid: std::process::id(),
-            started_at: crate::run::record::now_rfc3339(),
+            started_at: crate::timestamp::now_rfc3339(),
         }
     }
 

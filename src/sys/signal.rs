@@ -116,14 +116,7 @@ pub fn clear_deadline() {
     nix::unistd::alarm::cancel();
 }
 
-/// "SIGINT", "SIGTERM", … for messages; the number when it is not a known signal.
-pub fn signal_name(signal: i32) -> String {
-    match Signal::try_from(signal) {
-        Ok(Signal::SIGALRM) => "the run's deadline (SIGALRM)".to_string(),
-        Ok(s) => s.as_str().to_string(),
-        Err(_) => format!("signal {signal}"),
-    }
-}
+pub use crate::error::signal_name;
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ crate::tests! {
     local: regression_output_into_a_closed_pipe_panicked,
     local: regression_a_huge_deadline_overflowed_the_clock,
     local: regression_comma_separated_stages_were_refused,
+    local: regression_apps_said_there_were_none_when_the_engine_could_not_be_asked,
 }
 
 fn committed(path: &str) -> String {
@@ -135,6 +136,7 @@ fn regression_comma_separated_stages_were_refused() {
         ])
         .args(["--run-id", "stages"])
         .env("CCCI_RUNS_DIR", runs.path())
+        .env("ABRA_DIR", runs.path().join("abra"))
         .run();
     assert_eq!(out.code(), Some(0), "{out}");
     let record: serde_json::Value = serde_json::from_str(
@@ -148,4 +150,27 @@ fn regression_comma_separated_stages_were_refused() {
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
     assert_eq!(stages, ["install", "upgrade"]);
+}
+
+fn regression_apps_said_there_were_none_when_the_engine_could_not_be_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let out = Ccci::new()
+        .args(["apps"])
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", dir.path().join("no.sock").display()),
+        )
+        .env("CCCI_APP_LOCK_DIR", &locks)
+        .env("ABRA_DIR", dir.path().join("abra"))
+        .run();
+    assert_eq!(out.code(), Some(6), "{out}");
+    assert!(
+        out.error_lines()
+            .iter()
+            .any(|l| l.contains("nothing reaped")),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("no test apps"), "{out}");
 }

@@ -290,6 +290,15 @@ fn apps(config: &Config, json: bool) -> Result<i32> {
         &SweepOptions::now(true),
         &ccci::event::Discard,
     );
+    // A sweep that could not look (no engine, no lock directory) has nothing to list: say
+    // why instead of "no apps".
+    for problem in summary.details.iter().filter(|d| d.domain.is_none()) {
+        render::stderr_line(&format!(
+            "{} {}",
+            console::style("error:").red().bold(),
+            problem.reason
+        ));
+    }
     let apps: Vec<_> = summary
         .details
         .iter()
@@ -299,7 +308,7 @@ fn apps(config: &Config, json: bool) -> Result<i32> {
         out_line(serde_json::to_string_pretty(&apps).unwrap_or_default())?;
         return Ok(exit_code::PASS);
     }
-    if apps.is_empty() {
+    if apps.is_empty() && summary.errors == 0 {
         render::stderr_line("no test apps of this setup on this host");
     }
     for app in &apps {
@@ -319,7 +328,11 @@ fn apps(config: &Config, json: bool) -> Result<i32> {
             app.reason
         ))?;
     }
-    Ok(exit_code::PASS)
+    Ok(if summary.errors > 0 {
+        exit_code::JANITOR_ATTENTION
+    } else {
+        exit_code::PASS
+    })
 }
 
 /// Installs the lifetime guards: signals → cancel token, parent-death SIGTERM with orphan

@@ -145,7 +145,7 @@ impl EventSink for Terminal {
         if !self.interactive {
             stderr_line(&format!(
                 "{} {}",
-                ccci::run::record::now_rfc3339(),
+                ccci::timestamp::now_rfc3339(),
                 event.to_line()
             ));
             return;
