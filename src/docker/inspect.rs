@@ -48,10 +48,12 @@ pub struct ServiceState {
     pub labels: BTreeMap<String, String>,
     /// True when the service's container spec has a healthcheck (other than `NONE`).
     pub has_healthcheck: bool,
-    /// The last change of its spec changed what its tasks run, and the swarm has not (yet)
-    /// started the rolling update that replaces them: right after `docker stack deploy`, the
-    /// old tasks still run and `UpdateStatus` still tells of the previous update, if any.
-    pub update_pending: bool,
+    /// The last change of its spec changed what its tasks run (`Spec.TaskTemplate` differs
+    /// from `PreviousSpec.TaskTemplate`): a rolling update replaces them.
+    pub template_changed: bool,
+    /// `UpdateStatus.StartedAt`: when the swarm began the latest rolling update. Right after
+    /// `docker stack deploy` changed the template, it still tells of the previous one.
+    pub update_started: Option<SystemTime>,
 }
 
 /// One task of a service: a slot's attempt to run a container.
@@ -407,17 +409,10 @@ impl From<ServiceJson> for ServiceState {
             .previous_spec
             .as_ref()
             .is_some_and(|previous| previous.task_template != spec.task_template.raw);
-        let started = json
+        let update_started = json
             .update_status
             .as_ref()
             .and_then(|u| parse_time(&u.started_at));
-        // The swarm starts the rolling update a moment after the spec changed (UpdatedAt).
-        let update_pending = template_changed
-            && match (started, parse_time(&json.updated_at)) {
-                (Some(started), Some(changed)) => started < changed,
-                (None, _) => true,
-                (Some(_), None) => false,
-            };
         let (update_state, update_message) = match json.update_status {
             Some(u) => (
                 Some(u.state).filter(|s| !s.is_empty()),
@@ -436,7 +431,8 @@ impl From<ServiceJson> for ServiceState {
             completed,
             update_state,
             update_message,
-            update_pending,
+            template_changed,
+            update_started,
             labels: spec.labels,
             has_healthcheck,
         }
@@ -479,7 +475,6 @@ pub struct ServiceJson {
     id: String,
     spec: ServiceSpecJson,
     previous_spec: Option<PreviousSpecJson>,
-    updated_at: String,
     update_status: Option<UpdateStatusJson>,
     /// Only with `?status=true`.
     service_status: Option<ServiceStatusJson>,
@@ -738,24 +733,22 @@ pub(crate) mod tests {
     use super::*;
 
     #[test]
-    fn a_changed_task_template_whose_update_has_not_started_is_pending() {
-        let service = |previous: &str, updated: &str, started: &str| {
+    fn a_changed_task_template_and_when_its_update_began_are_read() {
+        let service = |previous: &str, started: &str| {
             let json = format!(
-                r#"{{"ID":"s1","UpdatedAt":"{updated}",
+                r#"{{"ID":"s1",
                   "Spec":{{"Name":"st_app","TaskTemplate":{{"ContainerSpec":{{"Image":"app:2"}}}},"Mode":{{"Replicated":{{"Replicas":1}}}}}},
                   "PreviousSpec":{{"TaskTemplate":{{"ContainerSpec":{{"Image":"{previous}"}}}}}},
                   "UpdateStatus":{{"State":"completed","StartedAt":"{started}"}}}}"#
             );
             ServiceState::from(serde_json::from_str::<ServiceJson>(&json).unwrap())
         };
-        // Deployed at :10; the last update began at :05, before it: the new one has not.
-        let s = service("app:1", "2026-01-01T00:00:10Z", "2026-01-01T00:00:05Z");
-        assert!(s.update_pending);
+        let s = service("app:1", "2026-01-01T00:00:05Z");
+        assert!(s.template_changed);
         assert_eq!(s.image, "app:2");
-        // The swarm began rolling it out at :11.
-        assert!(!service("app:1", "2026-01-01T00:00:10Z", "2026-01-01T00:00:11Z").update_pending);
+        assert_eq!(s.update_started, parse_time("2026-01-01T00:00:05Z"));
         // Only the service's own labels changed: nothing to roll out.
-        assert!(!service("app:2", "2026-01-01T00:00:10Z", "2026-01-01T00:00:05Z").update_pending);
+        assert!(!service("app:2", "2026-01-01T00:00:05Z").template_changed);
     }
 
     pub const SERVICE_LS: &str = include_str!("testdata/service_ls.jsonl");

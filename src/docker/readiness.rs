@@ -54,6 +54,12 @@ pub enum Assessment {
 /// Classifies a snapshot. Tasks created before `since` (old tasks of an earlier deploy) are
 /// history, not failures of this deploy.
 pub fn assess(snap: &Snapshot, since: SystemTime) -> Assessment {
+    assess_deploy(snap, since, true)
+}
+
+/// [`assess`], saying whether a deploy at `since` must have begun each changed service's
+/// rolling update (see [`super::ReadyOptions::deployed`]).
+pub fn assess_deploy(snap: &Snapshot, since: SystemTime, deployed: bool) -> Assessment {
     let total = snap.services.len();
     if total == 0 {
         return Assessment::Waiting {
@@ -126,7 +132,7 @@ pub fn assess(snap: &Snapshot, since: SystemTime) -> Assessment {
     let waiting: Vec<String> = snap
         .services
         .iter()
-        .filter_map(|s| service_waiting_for(snap, s))
+        .filter_map(|s| service_waiting_for(snap, s, deployed.then_some(since)))
         .collect();
     if waiting.is_empty() {
         Assessment::Ready { total }
@@ -140,7 +146,11 @@ pub fn assess(snap: &Snapshot, since: SystemTime) -> Assessment {
 }
 
 /// `None` when `service` is ready, else what it waits for.
-fn service_waiting_for(snap: &Snapshot, service: &ServiceState) -> Option<String> {
+fn service_waiting_for(
+    snap: &Snapshot,
+    service: &ServiceState,
+    deployed_at: Option<SystemTime>,
+) -> Option<String> {
     let name = &service.short_name;
     if service.mode.contains("job") {
         return match service.completed {
@@ -150,7 +160,14 @@ fn service_waiting_for(snap: &Snapshot, service: &ServiceState) -> Option<String
         };
     }
     let counts = format!("{}/{}", service.running, service.desired);
-    if service.update_pending {
+    // Right after a deploy that changed what a service runs, its old tasks still run and look
+    // ready: the swarm begins the rolling update a moment later.
+    if let Some(deployed_at) = deployed_at
+        && service.template_changed
+        && service
+            .update_started
+            .is_none_or(|started| started < deployed_at)
+    {
         return Some(format!("{name} {counts} (update not started yet)"));
     }
     if let Some(state @ ("updating" | "rollback_started")) = service.update_state.as_deref() {
@@ -252,7 +269,7 @@ impl Swarm {
                 }
                 Ok(snap) => {
                     poll_errors = 0;
-                    match assess(&snap, opts.since) {
+                    match assess_deploy(&snap, opts.since, opts.deployed) {
                         Assessment::Ready { total } => {
                             sink.event(&Event::Waiting {
                                 ready: total,
@@ -492,14 +509,31 @@ mod tests {
     #[test]
     fn regression_an_upgrade_deploy_was_ready_before_its_rolling_update_began() {
         let mut snap = only(&captured(), "app");
-        assert!(matches!(assess(&snap, epoch()), Assessment::Ready { .. }));
-        snap.services[0].update_pending = true;
-        match assess(&snap, epoch()) {
+        let deployed_at = epoch() + std::time::Duration::from_secs(100);
+        assert!(matches!(
+            assess_deploy(&snap, deployed_at, true),
+            Assessment::Ready { .. }
+        ));
+        snap.services[0].template_changed = true;
+        // The last update began before this deploy: the new one has not begun.
+        snap.services[0].update_started = Some(epoch() + std::time::Duration::from_secs(50));
+        match assess_deploy(&snap, deployed_at, true) {
             Assessment::Waiting { summary, .. } => {
                 assert!(summary.ends_with("(update not started yet)"), "{summary}")
             }
             other => panic!("{other:?}"),
         }
+        // A replayed wait deployed nothing: it does not wait for an update.
+        assert!(matches!(
+            assess_deploy(&snap, deployed_at, false),
+            Assessment::Ready { .. }
+        ));
+        // Begun after the deploy: ready once it is done.
+        snap.services[0].update_started = Some(deployed_at + std::time::Duration::from_secs(1));
+        assert!(matches!(
+            assess_deploy(&snap, deployed_at, true),
+            Assessment::Ready { .. }
+        ));
     }
 
     #[test]

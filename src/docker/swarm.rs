@@ -41,6 +41,10 @@ pub struct ReadyOptions {
     /// When the deploy being waited for began: tasks created before it belong to an earlier
     /// deploy and are never taken for its failures. Take it before deploying.
     pub since: SystemTime,
+    /// This process deployed at `since`: a service whose task template changed is not ready
+    /// until the swarm has begun (and finished) the rolling update after it. A wait on an app
+    /// deployed earlier (a replayed step) knows no deploy to wait for.
+    pub deployed: bool,
 }
 
 /// Why a stack did not become ready.

@@ -310,15 +310,22 @@ impl RunContext<'_> {
             .deploy_timeout
             .or_else(|| self.recipe_timeout())
             .unwrap_or(self.host.config.deploy_timeout);
+        let deployed = self.deploy_started.get().is_some();
         let since = self.deploy_started.get().unwrap_or_else(SystemTime::now);
         let started = Instant::now();
         self.sink.event(&Event::StepStarted {
             step: "wait".into(),
             detail: format!("readiness of {}", self.stack),
         });
-        let result =
-            self.swarm
-                .wait_ready(&self.stack, &ReadyOptions { timeout, since }, &*self.sink);
+        let result = self.swarm.wait_ready(
+            &self.stack,
+            &ReadyOptions {
+                timeout,
+                since,
+                deployed,
+            },
+            &*self.sink,
+        );
         self.sink.event(&Event::StepFinished {
             step: "wait".into(),
             ok: result.is_ok(),

@@ -21,6 +21,7 @@ crate::tests! {
     swarm: regression_backups_were_held_whole_in_memory,
     swarm: regression_a_refused_stack_deploy_was_reported_as_a_ccci_error,
     swarm: abra_driver_backs_up_itself_where_no_backup_bot_runs,
+    swarm: regression_a_backup_hook_that_succeeded_said_nothing_in_the_run_log,
 }
 
 /// A recipe checked out in a scratch directory, as a run would hold it; torn down on drop.
@@ -87,6 +88,7 @@ impl Scratch {
                 &ReadyOptions {
                     timeout: Duration::from_secs(90),
                     since,
+                    deployed: true,
                 },
                 &self.sink,
             )
@@ -225,5 +227,24 @@ fn abra_driver_backs_up_itself_where_no_backup_bot_runs() {
             .iter()
             .any(|n| n.starts_with("no backup-bot-two app runs on this swarm")),
         "{notices:?}"
+    );
+}
+
+fn regression_a_backup_hook_that_succeeded_said_nothing_in_the_run_log() {
+    let mut scratch = Scratch::new(&backed_up_compose().replace(
+        "backupbot.backup: \"true\"\n",
+        "backupbot.backup: \"true\"\n        backupbot.backup.pre-hook: \"echo pg_dump says hello\"\n",
+    ));
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    scratch.runner = Runner::new(Cancel::new()).with_sink(std::sync::Arc::new(move |l: &str| {
+        seen.lock().unwrap().push(l.to_string())
+    }));
+    scratch.deploy();
+    StackDriver::new().backup(&scratch.app()).unwrap();
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines.iter().any(|l| l == "pg_dump says hello"),
+        "the hook's output did not reach the run's log: {lines:?}"
     );
 }

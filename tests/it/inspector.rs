@@ -236,6 +236,7 @@ fn a_cancelled_wait_is_interrupted() {
             &ReadyOptions {
                 timeout: READY_TIMEOUT,
                 since,
+                deployed: true,
             },
             &Recorder::default(),
         )
@@ -260,6 +261,7 @@ fn a_short_timeout_says_what_it_waited_for() {
             &ReadyOptions {
                 timeout: Duration::from_secs(3),
                 since,
+                deployed: true,
             },
             &Recorder::default(),
         )

@@ -111,6 +111,7 @@ pub fn wait(
         &ReadyOptions {
             timeout: READY_TIMEOUT,
             since,
+            deployed: true,
         },
         sink,
     )
