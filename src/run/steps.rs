@@ -189,8 +189,10 @@ impl RunContext<'_> {
                 self.write_overlay(version)
             })?;
         }
-        self.ensure_proxy_network()?;
-        self.ensure_images()?;
+        // What the deploy will read, read once for the checks before it.
+        let compose = self.compose()?;
+        self.ensure_proxy_network(&compose)?;
+        self.ensure_images(&compose)?;
         self.deploy_started.set(Some(SystemTime::now()));
         step(&*self.sink, "deploy", &detail, || {
             self.driver.deploy(&self.app(), version)
@@ -201,11 +203,7 @@ impl RunContext<'_> {
 
     /// Creates the external `proxy` network a Co-op Cloud server has, when the app's compose
     /// files attach to it and this host lacks it.
-    fn ensure_proxy_network(&self) -> Result<()> {
-        let Ok(compose) = self.compose() else {
-            // Unreadable files: the deploy says why, in the deployer's words.
-            return Ok(());
-        };
+    fn ensure_proxy_network(&self, compose: &Compose) -> Result<()> {
         let external_proxy = compose
             .value()
             .get("networks")
@@ -228,8 +226,7 @@ impl RunContext<'_> {
     }
 
     /// Every image the app uses is here or pulled, before anything is deployed.
-    fn ensure_images(&self) -> Result<()> {
-        let compose = self.compose()?;
+    fn ensure_images(&self, compose: &Compose) -> Result<()> {
         for service in compose.services() {
             if let Some(image) = &service.image {
                 step(&*self.sink, "image", image, || {
