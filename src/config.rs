@@ -85,6 +85,8 @@ const KNOWN_KEYS: &[&str] = &[
     "leak_threshold",
     "warm_apps",
     "keep_for",
+    // `ccci serve`'s section, read by `serve::config`.
+    "serve",
 ];
 
 /// The environment ccci reads its overrides from; a map in tests, the process env in `main`.

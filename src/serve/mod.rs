@@ -5,4 +5,6 @@
 //! [`webhook`] (verifying a delivery and reading the command out of it); the store, the forge
 //! client, the workers and the dashboard follow.
 
+pub mod config;
+pub mod store;
 pub mod webhook;

@@ -1,0 +1,889 @@
+//! The service mode's one state store: a SQLite database in the state dir holding the queue,
+//! the runs and their history, the comments already seen, the polling watermarks and each
+//! pull request's summary comment. Every state change is one transaction, so a `ccci serve`
+//! killed at any instant restarts from a consistent state ([`Store::recover`]).
+//!
+//! A run moves `received` (a command recorded, not yet authorized) → `queued` → `running` →
+//! `done`, or straight to `done` when refused, superseded or cancelled. A comment is recorded
+//! at most once, whichever path (webhook or polling) saw it first: `seen_comments` is keyed by
+//! the comment id, never by a delivery id.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::{Error, Result};
+use crate::stage::Stage;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo TEXT NOT NULL,
+    recipe TEXT NOT NULL,
+    pr INTEGER NOT NULL,
+    comment_id INTEGER UNIQUE,
+    comment_url TEXT,
+    requested_by TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    stages TEXT NOT NULL,
+    head_sha TEXT,
+    pr_url TEXT,
+    state TEXT NOT NULL,
+    verdict TEXT,
+    reason TEXT,
+    created_ms INTEGER NOT NULL,
+    started_ms INTEGER,
+    finished_ms INTEGER,
+    pid INTEGER,
+    cancel_verdict TEXT,
+    cancel_reason TEXT,
+    reported INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_pr ON runs (repo, pr, state);
+CREATE INDEX runs_by_state ON runs (state, id);
+CREATE TABLE seen_comments (
+    comment_id INTEGER PRIMARY KEY,
+    repo TEXT NOT NULL,
+    seen_ms INTEGER NOT NULL
+);
+CREATE TABLE poll_watermarks (
+    repo TEXT PRIMARY KEY,
+    since TEXT NOT NULL
+);
+CREATE TABLE summary_comments (
+    repo TEXT NOT NULL,
+    pr INTEGER NOT NULL,
+    comment_id INTEGER NOT NULL,
+    PRIMARY KEY (repo, pr)
+);
+";
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// A command was recorded; authorization and the pull request's head are still to come.
+    Received,
+    Queued,
+    Running,
+    Done,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 4] = [
+        RunState::Received,
+        RunState::Queued,
+        RunState::Running,
+        RunState::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Received => "received",
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Done => "done",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// How a command reached ccci.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Webhook,
+    Poll,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Webhook => "webhook",
+            Trigger::Poll => "poll",
+        }
+    }
+}
+
+/// Verdicts serve gives runs that never reached a `ccci test` verdict of their own.
+pub mod verdicts {
+    /// The commenter may not ask for runs (or the check could not tell).
+    pub const REFUSED: &str = "refused";
+    /// A newer `!testme` on the same pull request replaced it.
+    pub const SUPERSEDED: &str = "superseded";
+    /// New commits were pushed to the pull request.
+    pub const CANCELLED: &str = "cancelled";
+    /// `ccci serve` stopped while it ran.
+    pub const INTERRUPTED: &str = "interrupted";
+    /// The run could not be started or judged.
+    pub const ERROR: &str = "error";
+}
+
+/// A `!testme` to record.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub repo: String,
+    pub recipe: String,
+    pub pr: u64,
+    pub comment_id: u64,
+    pub comment_url: Option<String>,
+    pub requested_by: String,
+    pub trigger: Trigger,
+    pub stages: Vec<Stage>,
+}
+
+/// One run as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    pub id: i64,
+    pub repo: String,
+    pub recipe: String,
+    pub pr: u64,
+    pub comment_id: Option<u64>,
+    pub comment_url: Option<String>,
+    pub requested_by: String,
+    pub trigger: String,
+    pub stages: Vec<Stage>,
+    pub head_sha: Option<String>,
+    pub pr_url: Option<String>,
+    pub state: RunState,
+    pub verdict: Option<String>,
+    pub reason: Option<String>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub pid: Option<i32>,
+    /// Set when the run was asked to stop while running: the verdict it ends with.
+    pub cancel_verdict: Option<String>,
+    pub cancel_reason: Option<String>,
+    /// Its final status and summary reached the forge.
+    pub reported: bool,
+}
+
+impl RunRow {
+    /// The run's directory name under runs_dir: readable, and unique per database.
+    pub fn run_dir_id(&self) -> String {
+        format!("s{}-{}-pr{}", self.id, self.recipe, self.pr)
+    }
+
+    /// How long it ran (or has been running, at `now_ms`).
+    pub fn seconds(&self, now_ms: i64) -> Option<f64> {
+        let start = self.started_ms?;
+        let end = self.finished_ms.unwrap_or(now_ms);
+        Some((end - start).max(0) as f64 / 1000.0)
+    }
+
+    pub fn stage_names(&self) -> Vec<String> {
+        self.stages.iter().map(|s| s.as_str().to_string()).collect()
+    }
+
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
+        let stages: String = row.get("stages")?;
+        let state: String = row.get("state")?;
+        Ok(RunRow {
+            id: row.get("id")?,
+            repo: row.get("repo")?,
+            recipe: row.get("recipe")?,
+            pr: row.get::<_, i64>("pr")? as u64,
+            comment_id: row.get::<_, Option<i64>>("comment_id")?.map(|c| c as u64),
+            comment_url: row.get("comment_url")?,
+            requested_by: row.get("requested_by")?,
+            trigger: row.get("trigger")?,
+            stages: Stage::parse_list(&stages).unwrap_or_default(),
+            head_sha: row.get("head_sha")?,
+            pr_url: row.get("pr_url")?,
+            state: RunState::parse(&state).unwrap_or(RunState::Done),
+            verdict: row.get("verdict")?,
+            reason: row.get("reason")?,
+            created_ms: row.get("created_ms")?,
+            started_ms: row.get("started_ms")?,
+            finished_ms: row.get("finished_ms")?,
+            pid: row.get("pid")?,
+            cancel_verdict: row.get("cancel_verdict")?,
+            cancel_reason: row.get("cancel_reason")?,
+            reported: row.get::<_, i64>("reported")? != 0,
+        })
+    }
+}
+
+/// Which runs a listing shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub repo: Option<String>,
+    pub recipe: Option<String>,
+    pub state: Option<RunState>,
+    pub pr: Option<u64>,
+    pub limit: usize,
+}
+
+/// Counts for /metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Runs per state.
+    pub by_state: Vec<(String, u64)>,
+    /// Finished runs per verdict.
+    pub by_verdict: Vec<(String, u64)>,
+    /// Durations of finished runs that ran, in seconds.
+    pub durations: Vec<f64>,
+}
+
+/// What the store knows about a pull request's runs when a new one is queued or a push
+/// cancels them: the runs that were running and must be stopped (their children signalled),
+/// and the queued ones that were closed at once (to report).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Displaced {
+    pub to_stop: Vec<RunRow>,
+    pub closed: Vec<RunRow>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const SELECT: &str = "SELECT * FROM runs";
+
+impl Store {
+    /// Opens (creating when needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create the state dir", dir, e))?;
+        }
+        let fail = |e: rusqlite::Error| {
+            Error::Infra(format!(
+                "cannot open the serve database {}: {e}; check the state_dir",
+                path.display()
+            ))
+        };
+        let conn = Connection::open(path).map_err(fail)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(fail)?;
+        match version {
+            0 => {
+                conn.execute_batch(&format!(
+                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(fail)?;
+            }
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(Error::Infra(format!(
+                    "the serve database {} has schema version {other}, this ccci knows {SCHEMA_VERSION}: use a newer ccci or another state_dir",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A thread that panicked while holding the connection left no half-done transaction:
+        // rusqlite rolls back on drop. The connection itself is still sound.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        Error::Infra(format!("serve database {}: {e}", self.path.display()))
+    }
+
+    /// Runs `f` in one immediate transaction: all of it happens, or none.
+    fn transaction<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let value = f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(value)
+    }
+
+    /// Records a command, unless its comment was seen before (by either path): then `None`.
+    pub fn record_command(&self, new: &NewRun) -> Result<Option<RunRow>> {
+        self.transaction(|tx| {
+            let now = now_ms();
+            let fresh = tx.execute(
+                "INSERT OR IGNORE INTO seen_comments (comment_id, repo, seen_ms) VALUES (?1, ?2, ?3)",
+                params![new.comment_id as i64, new.repo, now],
+            )? == 1;
+            if !fresh {
+                return Ok(None);
+            }
+            let stages: Vec<&str> = new.stages.iter().map(|s| s.as_str()).collect();
+            tx.execute(
+                "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9)",
+                params![
+                    new.repo,
+                    new.recipe,
+                    new.pr as i64,
+                    new.comment_id as i64,
+                    new.comment_url,
+                    new.requested_by,
+                    new.trigger.as_str(),
+                    stages.join(","),
+                    now
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            get(tx, id).map(Some)
+        })
+    }
+
+    /// Marks comments as seen without running them (the first poll of a repository).
+    pub fn mark_seen(&self, repo: &str, comment_ids: &[u64]) -> Result<()> {
+        self.transaction(|tx| {
+            let now = now_ms();
+            for id in comment_ids {
+                tx.execute(
+                    "INSERT OR IGNORE INTO seen_comments (comment_id, repo, seen_ms) VALUES (?1, ?2, ?3)",
+                    params![*id as i64, repo, now],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn is_seen(&self, comment_id: u64) -> Result<bool> {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM seen_comments WHERE comment_id = ?1",
+                [comment_id as i64],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Where the last poll of `repo` got to (the forge's `updated_at` of the newest comment
+    /// seen); `None` before the first poll.
+    pub fn watermark(&self, repo: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT since FROM poll_watermarks WHERE repo = ?1",
+                [repo],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_watermark(&self, repo: &str, since: &str) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO poll_watermarks (repo, since) VALUES (?1, ?2)
+                 ON CONFLICT (repo) DO UPDATE SET since = excluded.since",
+                params![repo, since],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The run was authorized and its pull request's head is known: queue it. Older runs of
+    /// the same pull request are superseded: queued ones closed at once, running ones marked
+    /// to stop (the caller signals them).
+    pub fn queue(&self, id: i64, head_sha: &str, pr_url: Option<&str>) -> Result<Displaced> {
+        self.transaction(|tx| {
+            let run = get(tx, id)?;
+            let changed = tx.execute(
+                "UPDATE runs SET state = 'queued', head_sha = ?2, pr_url = ?3 WHERE id = ?1 AND state = 'received'",
+                params![id, head_sha, pr_url],
+            )?;
+            if changed == 0 {
+                return Ok(Displaced::default());
+            }
+            let reason = format!("superseded by run {id}, asked for by {}", run.requested_by);
+            displace(tx, &run.repo, run.pr, Some(id), verdicts::SUPERSEDED, &reason)
+        })
+    }
+
+    /// Stops every unfinished run of a pull request (new commits were pushed): queued ones
+    /// are closed with `verdict` at once, running ones marked to stop.
+    pub fn cancel_pr(&self, repo: &str, pr: u64, verdict: &str, reason: &str) -> Result<Displaced> {
+        self.transaction(|tx| displace(tx, repo, pr, None, verdict, reason))
+    }
+
+    /// Closes a run that never started: refused, or failed before it could be queued.
+    pub fn close(&self, id: i64, verdict: &str, reason: &str) -> Result<Option<RunRow>> {
+        self.transaction(|tx| {
+            let changed = tx.execute(
+                "UPDATE runs SET state = 'done', verdict = ?2, reason = ?3, finished_ms = ?4
+                 WHERE id = ?1 AND state IN ('received', 'queued')",
+                params![id, verdict, reason, now_ms()],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            get(tx, id).map(Some)
+        })
+    }
+
+    /// Takes the oldest queued run and marks it running, if fewer than `limit` run now.
+    pub fn claim_next(&self, limit: usize) -> Result<Option<RunRow>> {
+        self.transaction(|tx| {
+            let running: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM runs WHERE state = 'running'",
+                [],
+                |r| r.get(0),
+            )?;
+            if running as usize >= limit {
+                return Ok(None);
+            }
+            let next: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM runs WHERE state = 'queued' ORDER BY id LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = next else { return Ok(None) };
+            tx.execute(
+                "UPDATE runs SET state = 'running', started_ms = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            get(tx, id).map(Some)
+        })
+    }
+
+    /// Notes the pid of a run's `ccci test` child.
+    pub fn set_pid(&self, id: i64, pid: i32) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute("UPDATE runs SET pid = ?2 WHERE id = ?1", params![id, pid])?;
+            Ok(())
+        })
+    }
+
+    /// A running run ended with `verdict`; a stop asked for while it ran wins over what the
+    /// child said (a superseded run's child exits as terminated).
+    pub fn finish(&self, id: i64, verdict: &str, reason: Option<&str>) -> Result<RunRow> {
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE runs SET state = 'done',
+                    verdict = COALESCE(cancel_verdict, ?2),
+                    reason = COALESCE(cancel_reason, ?3),
+                    finished_ms = ?4
+                 WHERE id = ?1 AND state = 'running'",
+                params![id, verdict, reason, now_ms()],
+            )?;
+            get(tx, id)
+        })
+    }
+
+    /// After a restart: runs that were running when serve died are closed as interrupted
+    /// (and returned, to report and reap); received and queued runs stay and resume.
+    pub fn recover(&self, reason: &str) -> Result<Vec<RunRow>> {
+        self.transaction(|tx| {
+            let ids = ids_where(tx, "state = 'running'", params![])?;
+            for id in &ids {
+                tx.execute(
+                    "UPDATE runs SET state = 'done', verdict = ?2, reason = ?3, finished_ms = ?4, reported = 0 WHERE id = ?1",
+                    params![id, verdicts::INTERRUPTED, reason, now_ms()],
+                )?;
+            }
+            ids.into_iter().map(|id| get(tx, id)).collect()
+        })
+    }
+
+    /// Runs in `state`, oldest first.
+    pub fn in_state(&self, state: RunState) -> Result<Vec<RunRow>> {
+        self.query(
+            &format!("{SELECT} WHERE state = ?1 ORDER BY id"),
+            params![state.as_str()],
+        )
+    }
+
+    /// Finished runs whose final report has not reached the forge yet.
+    pub fn unreported(&self) -> Result<Vec<RunRow>> {
+        self.query(
+            &format!("{SELECT} WHERE state = 'done' AND reported = 0 ORDER BY id"),
+            params![],
+        )
+    }
+
+    pub fn mark_reported(&self, id: i64) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute("UPDATE runs SET reported = 1 WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<RunRow>> {
+        let conn = self.conn();
+        get(&conn, id).optional().map_err(|e| self.err(e))
+    }
+
+    /// Runs, newest first, as `filter` selects.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<RunRow>> {
+        let state = filter.state.map(RunState::as_str);
+        let limit = if filter.limit == 0 { 100 } else { filter.limit } as i64;
+        self.query(
+            &format!(
+                "{SELECT} WHERE (?1 IS NULL OR repo = ?1 COLLATE NOCASE) AND (?2 IS NULL OR recipe = ?2)
+                 AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR pr = ?4)
+                 ORDER BY id DESC LIMIT ?5"
+            ),
+            params![filter.repo, filter.recipe, state, filter.pr.map(|p| p as i64), limit],
+        )
+    }
+
+    /// Every run of one pull request, newest first.
+    pub fn runs_of_pr(&self, repo: &str, pr: u64) -> Result<Vec<RunRow>> {
+        self.list(&ListFilter {
+            repo: Some(repo.to_string()),
+            pr: Some(pr),
+            limit: 20,
+            ..ListFilter::default()
+        })
+    }
+
+    /// The recipes runs were recorded for.
+    pub fn recipes(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT recipe FROM runs ORDER BY recipe")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn summary_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>> {
+        self.conn()
+            .query_row(
+                "SELECT comment_id FROM summary_comments WHERE repo = ?1 AND pr = ?2",
+                params![repo, pr as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|c| c.map(|c| c as u64))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_summary_comment(&self, repo: &str, pr: u64, comment_id: u64) -> Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO summary_comments (repo, pr, comment_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (repo, pr) DO UPDATE SET comment_id = excluded.comment_id",
+                params![repo, pr as i64, comment_id as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let conn = self.conn();
+        let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, u64)>> {
+            let mut stmt = conn.prepare(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        };
+        let by_state = pairs("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
+            .map_err(|e| self.err(e))?;
+        let by_verdict = pairs(
+            "SELECT verdict, COUNT(*) FROM runs WHERE state = 'done' AND verdict IS NOT NULL GROUP BY verdict ORDER BY verdict",
+        )
+        .map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare("SELECT finished_ms - started_ms FROM runs WHERE state = 'done' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL")
+            .map_err(|e| self.err(e))?;
+        let durations = stmt
+            .query_map([], |r| Ok(r.get::<_, i64>(0)?.max(0) as f64 / 1000.0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<f64>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(Stats {
+            by_state,
+            by_verdict,
+            durations,
+        })
+    }
+
+    /// Forgets finished runs older than `max_age` and all but the newest `max_runs` finished
+    /// ones; returns them, so their run directories can go too.
+    pub fn prune(&self, max_age: Duration, max_runs: usize) -> Result<Vec<RunRow>> {
+        self.transaction(|tx| {
+            let cutoff = now_ms() - max_age.as_millis().min(i64::MAX as u128) as i64;
+            let ids = ids_where(
+                tx,
+                "state = 'done' AND (created_ms < ?1 OR id NOT IN
+                    (SELECT id FROM runs WHERE state = 'done' ORDER BY id DESC LIMIT ?2))",
+                params![cutoff, max_runs as i64],
+            )?;
+            let mut pruned = Vec::with_capacity(ids.len());
+            for id in ids {
+                pruned.push(get(tx, id)?);
+                tx.execute("DELETE FROM runs WHERE id = ?1", [id])?;
+            }
+            Ok(pruned)
+        })
+    }
+
+    fn query(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<RunRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+        stmt.query_map(params, RunRow::from_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn get(conn: &Connection, id: i64) -> rusqlite::Result<RunRow> {
+    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], RunRow::from_row)
+}
+
+fn ids_where(
+    conn: &Connection,
+    condition: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id FROM runs WHERE {condition} ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(params, |r| r.get(0))?;
+    rows.collect()
+}
+
+/// Closes a pull request's unfinished runs other than `keep`: received and queued ones at
+/// once, running ones marked to stop with `verdict`.
+fn displace(
+    tx: &Connection,
+    repo: &str,
+    pr: u64,
+    keep: Option<i64>,
+    verdict: &str,
+    reason: &str,
+) -> rusqlite::Result<Displaced> {
+    let keep = keep.unwrap_or(-1);
+    let waiting = ids_where(
+        tx,
+        "repo = ?1 AND pr = ?2 AND id != ?3 AND state IN ('received', 'queued')",
+        params![repo, pr as i64, keep],
+    )?;
+    let running = ids_where(
+        tx,
+        "repo = ?1 AND pr = ?2 AND id != ?3 AND state = 'running' AND cancel_verdict IS NULL",
+        params![repo, pr as i64, keep],
+    )?;
+    let mut displaced = Displaced::default();
+    for id in waiting {
+        tx.execute(
+            "UPDATE runs SET state = 'done', verdict = ?2, reason = ?3, finished_ms = ?4 WHERE id = ?1",
+            params![id, verdict, reason, now_ms()],
+        )?;
+        displaced.closed.push(get(tx, id)?);
+    }
+    for id in running {
+        tx.execute(
+            "UPDATE runs SET cancel_verdict = ?2, cancel_reason = ?3 WHERE id = ?1",
+            params![id, verdict, reason],
+        )?;
+        displaced.to_stop.push(get(tx, id)?);
+    }
+    Ok(displaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state/serve.db")).unwrap();
+        (dir, store)
+    }
+
+    fn command(comment_id: u64, pr: u64) -> NewRun {
+        NewRun {
+            repo: "coop-cloud/demo".into(),
+            recipe: "demo".into(),
+            pr,
+            comment_id,
+            comment_url: None,
+            requested_by: "maintainer".into(),
+            trigger: Trigger::Webhook,
+            stages: vec![Stage::Install],
+        }
+    }
+
+    #[test]
+    fn a_comment_is_recorded_once_whichever_path_sees_it() {
+        let (_d, store) = store();
+        let first = store.record_command(&command(7, 1)).unwrap().unwrap();
+        assert_eq!(first.state, RunState::Received);
+        assert_eq!(first.stages, vec![Stage::Install]);
+        let mut again = command(7, 1);
+        again.trigger = Trigger::Poll;
+        assert_eq!(store.record_command(&again).unwrap(), None);
+        store.mark_seen("coop-cloud/demo", &[8, 9]).unwrap();
+        assert_eq!(store.record_command(&command(8, 1)).unwrap(), None);
+        assert!(store.is_seen(9).unwrap());
+        assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_newer_command_supersedes_queued_and_running_runs_of_its_pull_request() {
+        let (_d, store) = store();
+        let a = store.record_command(&command(1, 1)).unwrap().unwrap();
+        store.queue(a.id, "aaa", None).unwrap();
+        let running = store.claim_next(2).unwrap().unwrap();
+        assert_eq!(running.id, a.id);
+        let b = store.record_command(&command(2, 1)).unwrap().unwrap();
+        let other_pr = store.record_command(&command(3, 2)).unwrap().unwrap();
+        store.queue(other_pr.id, "ccc", None).unwrap();
+        let d = store.queue(b.id, "bbb", None).unwrap();
+        assert_eq!(
+            d.to_stop.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![a.id]
+        );
+        assert!(d.closed.is_empty());
+        let c = store.record_command(&command(4, 1)).unwrap().unwrap();
+        let d = store.queue(c.id, "ccc", None).unwrap();
+        assert_eq!(
+            d.closed.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![b.id]
+        );
+        assert_eq!(d.closed[0].verdict.as_deref(), Some(verdicts::SUPERSEDED));
+        assert!(
+            d.to_stop.is_empty(),
+            "a run already told to stop is not told twice"
+        );
+        // The child of the superseded run exits as terminated; the stop wins.
+        let done = store.finish(a.id, "interrupted", Some("SIGTERM")).unwrap();
+        assert_eq!(done.verdict.as_deref(), Some(verdicts::SUPERSEDED));
+        assert!(done.reason.unwrap().contains("superseded by run"));
+        assert_eq!(
+            store.get(other_pr.id).unwrap().unwrap().state,
+            RunState::Queued
+        );
+    }
+
+    #[test]
+    fn claims_respect_the_concurrency_limit_and_queue_order() {
+        let (_d, store) = store();
+        for c in 1..=3 {
+            let r = store.record_command(&command(c, c)).unwrap().unwrap();
+            store.queue(r.id, "sha", None).unwrap();
+        }
+        let first = store.claim_next(2).unwrap().unwrap();
+        let second = store.claim_next(2).unwrap().unwrap();
+        assert!(first.id < second.id);
+        assert_eq!(store.claim_next(2).unwrap(), None);
+        store.finish(first.id, "pass", None).unwrap();
+        assert!(store.claim_next(2).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_restart_closes_running_runs_as_interrupted_and_keeps_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.db");
+        let (running, queued, received) = {
+            let store = Store::open(&path).unwrap();
+            let a = store.record_command(&command(1, 1)).unwrap().unwrap();
+            store.queue(a.id, "a", None).unwrap();
+            store.claim_next(1).unwrap().unwrap();
+            let b = store.record_command(&command(2, 2)).unwrap().unwrap();
+            store.queue(b.id, "b", None).unwrap();
+            let c = store.record_command(&command(3, 3)).unwrap().unwrap();
+            (a.id, b.id, c.id)
+        };
+        let store = Store::open(&path).unwrap();
+        let interrupted = store.recover("serve stopped").unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(interrupted[0].id, running);
+        assert_eq!(
+            interrupted[0].verdict.as_deref(),
+            Some(verdicts::INTERRUPTED)
+        );
+        assert!(!interrupted[0].reported);
+        assert_eq!(store.in_state(RunState::Queued).unwrap()[0].id, queued);
+        assert_eq!(store.in_state(RunState::Received).unwrap()[0].id, received);
+        assert_eq!(store.unreported().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_finished_runs_and_every_unfinished_one() {
+        let (_d, store) = store();
+        let mut ids = Vec::new();
+        for c in 1..=4 {
+            let r = store.record_command(&command(c, c)).unwrap().unwrap();
+            store.close(r.id, verdicts::REFUSED, "no").unwrap();
+            ids.push(r.id);
+        }
+        let live = store.record_command(&command(9, 9)).unwrap().unwrap();
+        let pruned = store.prune(Duration::from_secs(3600), 2).unwrap();
+        assert_eq!(pruned.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
+        assert!(store.get(live.id).unwrap().is_some());
+        assert_eq!(store.prune(Duration::ZERO, 100).unwrap().len(), 2);
+        assert!(store.get(live.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn listings_filter_and_stats_count() {
+        let (_d, store) = store();
+        let a = store.record_command(&command(1, 1)).unwrap().unwrap();
+        store.close(a.id, verdicts::REFUSED, "outsider").unwrap();
+        let b = store.record_command(&command(2, 2)).unwrap().unwrap();
+        store.queue(b.id, "s", None).unwrap();
+        let only = store
+            .list(&ListFilter {
+                state: Some(RunState::Queued),
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(only.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b.id]);
+        let by_pr = store.runs_of_pr("COOP-CLOUD/demo", 1).unwrap();
+        assert_eq!(by_pr.len(), 1);
+        let stats = store.stats().unwrap();
+        assert!(stats.by_state.contains(&("queued".into(), 1)));
+        assert_eq!(stats.by_verdict, vec![("refused".into(), 1)]);
+        assert_eq!(store.recipes().unwrap(), vec!["demo".to_string()]);
+        store.set_summary_comment("coop-cloud/demo", 1, 55).unwrap();
+        store.set_summary_comment("coop-cloud/demo", 1, 56).unwrap();
+        assert_eq!(
+            store.summary_comment("coop-cloud/demo", 1).unwrap(),
+            Some(56)
+        );
+        assert_eq!(store.watermark("coop-cloud/demo").unwrap(), None);
+        store
+            .set_watermark("coop-cloud/demo", "2026-01-01T00:00:00Z")
+            .unwrap();
+        assert!(store.watermark("coop-cloud/demo").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
+}
