@@ -3,6 +3,8 @@
 # reuses the one already built.
 #
 #   scripts/build-forge.sh            # prints the binary's path on stdout
+#   scripts/build-forge.sh --check    # the same when it is built; builds nothing and exits 1
+#                                     # when it is not (the test harness asks this)
 #
 # The source comes from the Go module registry (`go mod download`), never from this repository.
 # Gitea's go.mod has replace directives, so `go install module@version` refuses it: the module is
@@ -39,6 +41,16 @@ if [ -z "${GO:-}" ]; then
 fi
 
 reusable() { [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; }
+
+case ${1:-} in
+"") ;;
+--check)
+  reusable || die "$bin is not built: run \`bash scripts/build-forge.sh\`"
+  printf '%s\n' "$bin"
+  exit 0
+  ;;
+*) die "usage: $0 [--check]" ;;
+esac
 
 if [ "${FORGE_REBUILD:-0}" != 1 ] && reusable; then
   say "reusing $bin"

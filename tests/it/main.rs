@@ -3,8 +3,8 @@
 //!
 //! Tests drive the real `ccci` binary through [`support::ccci::Ccci`], or the library where
 //! the behaviour under test is a library call; real-swarm tests deploy onto this machine's
-//! single-node swarm and are listed as ignored (skipped) when there is none, never passed (see
-//! [`support::harness`]). Waits are for conditions, output lines or events, bounded by
+//! single-node swarm and are listed as ignored (skipped) when there is none, never passed, and
+//! real-forge tests likewise need the throwaway Gitea (see [`support::harness`]). Waits are for conditions, output lines or events, bounded by
 //! deadlines; never sleeps.
 //!
 //! Every module registers its tests with [`tests!`]; an unregistered test function is dead
@@ -18,6 +18,7 @@ mod abra_contract;
 mod cli;
 mod drivers;
 mod e2e;
+mod forge_client;
 mod guards;
 mod inspector;
 mod janitor;
@@ -37,6 +38,7 @@ fn main() {
         cli::tests(),
         drivers::tests(),
         e2e::tests(),
+        forge_client::tests(),
         guards::tests(),
         inspector::tests(),
         janitor::tests(),

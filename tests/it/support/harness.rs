@@ -8,6 +8,10 @@
 //! - `swarm` tests need docker with an active swarm. When `docker info` (asked once, with a short
 //!   timeout) says there is none, they are listed as ignored, so nextest reports them as
 //!   skipped, and the harness says why on stderr. With a swarm they run.
+//! - `forge` tests need the throwaway Gitea of [`crate::support::forge`], whose binary
+//!   `scripts/build-forge.sh` builds once per machine. When it is not built (asked once, with
+//!   `scripts/build-forge.sh --check`, which builds nothing), they are listed as ignored and the
+//!   harness says why on stderr, as for the swarm.
 //! - `measurement` tests (timings that print figures, not checks) are always listed as ignored;
 //!   they run with `--run-ignored only` (nextest) or `--ignored` (libtest). Their names start
 //!   with `measure::`, so a listing tells them apart from tests skipped for want of a swarm.
@@ -15,7 +19,8 @@
 //! nextest lists the tests in one process (`--list`), then runs each one in a process of its
 //! own (`--exact NAME`, plus `--ignored` for a test it listed as ignored). Such a run follows
 //! the listing: the test runs, whatever the swarm says by then, and a swarm test that finds no
-//! swarm fails saying so (see [`crate::support::swarm::require`]). Run without nextest (plain
+//! swarm fails saying so (see [`crate::support::swarm::require`]); likewise a forge test that
+//! finds no Gitea (see [`crate::support::forge::require`]). Run without nextest (plain
 //! `cargo test --test it`), listing and running are one process, so the one decision holds.
 
 use std::time::Duration;
@@ -29,6 +34,8 @@ pub enum Needs {
     Local,
     /// Docker with an active single-node swarm and the local image `ccci-busybox:1`.
     Swarm,
+    /// The test forge: a Gitea built by `scripts/build-forge.sh`.
+    Forge,
     /// A swarm, and a person who asked for a timing measurement.
     Measurement,
 }
@@ -72,13 +79,17 @@ macro_rules! tests {
     };
     (@needs local) => { $crate::support::harness::Needs::Local };
     (@needs swarm) => { $crate::support::harness::Needs::Swarm };
+    (@needs forge) => { $crate::support::harness::Needs::Forge };
     (@needs measurement) => { $crate::support::harness::Needs::Measurement };
 }
 
-/// Whether swarm tests are listed as ignored, and why.
+/// Whether swarm and forge tests are listed as ignored, and why.
 enum Listing {
-    /// Decided now: `None` when the swarm is there, else the reason it is not.
-    Decided(Option<String>),
+    /// Decided now: for each, `None` when it is there, else the reason it is not.
+    Decided {
+        swarm: Option<String>,
+        forge: Option<String>,
+    },
     /// A run by nextest of one test it listed before: run what it names.
     FollowNextest,
 }
@@ -93,22 +104,39 @@ pub fn main(tests: Vec<Test>) -> ! {
     // parallelism comes from.
     args.test_threads = Some(1);
     let listing = if args.list || std::env::var_os("NEXTEST").is_none() {
-        Listing::Decided(needs_any_swarm(&tests).then(swarm_absence).flatten())
+        let needs = |n: Needs| tests.iter().any(|t| t.needs == n);
+        Listing::Decided {
+            swarm: (needs(Needs::Swarm) || needs(Needs::Measurement))
+                .then(swarm_absence)
+                .flatten(),
+            forge: needs(Needs::Forge)
+                .then(crate::support::forge::absence)
+                .flatten(),
+        }
     } else {
         Listing::FollowNextest
     };
-    if let Listing::Decided(Some(reason)) = &listing {
-        let n = tests.iter().filter(|t| t.needs == Needs::Swarm).count();
-        eprintln!(
-            "it: {n} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm"
-        );
+    if let Listing::Decided { swarm, forge } = &listing {
+        let count = |n: Needs| tests.iter().filter(|t| t.needs == n).count();
+        if let Some(reason) = swarm {
+            eprintln!(
+                "it: {} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm",
+                count(Needs::Swarm)
+            );
+        }
+        if let Some(reason) = forge {
+            eprintln!(
+                "it: {} forge tests are ignored (skipped): {reason}",
+                count(Needs::Forge)
+            );
+        }
     }
     if !args.list && !args.ignored && !args.include_ignored {
         let n = tests
             .iter()
             .filter(|t| t.needs == Needs::Measurement)
             .count();
-        if n > 0 && matches!(listing, Listing::Decided(_)) {
+        if n > 0 && matches!(listing, Listing::Decided { .. }) {
             eprintln!(
                 "it: {n} measurements (`measure::`) are ignored on purpose; run them with --ignored"
             );
@@ -119,14 +147,17 @@ pub fn main(tests: Vec<Test>) -> ! {
         .map(|test| {
             let ignored = match (&listing, test.needs) {
                 (Listing::FollowNextest, _) => args.ignored,
-                (Listing::Decided(_), Needs::Local) => false,
-                (Listing::Decided(absent), Needs::Swarm) => absent.is_some(),
-                (Listing::Decided(_), Needs::Measurement) => true,
+                (Listing::Decided { .. }, Needs::Local) => false,
+                (Listing::Decided { swarm, .. }, Needs::Swarm) => swarm.is_some(),
+                (Listing::Decided { forge, .. }, Needs::Forge) => forge.is_some(),
+                (Listing::Decided { .. }, Needs::Measurement) => true,
             };
             let (run, needs) = (test.run, test.needs);
             Trial::test(test.name, move || {
-                if needs != Needs::Local {
-                    crate::support::swarm::require();
+                match needs {
+                    Needs::Local => {}
+                    Needs::Swarm | Needs::Measurement => crate::support::swarm::require(),
+                    Needs::Forge => crate::support::forge::require(),
                 }
                 run();
                 Ok(())
@@ -135,10 +166,6 @@ pub fn main(tests: Vec<Test>) -> ! {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
-}
-
-fn needs_any_swarm(tests: &[Test]) -> bool {
-    tests.iter().any(|t| t.needs != Needs::Local)
 }
 
 /// `None` when docker answers that its swarm is active; otherwise what it said instead.

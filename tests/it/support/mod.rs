@@ -1,11 +1,14 @@
 //! What the test modules share: the harness and its registration macro, the `ccci` builder,
-//! sandboxes for runs of the binary, processes and bounded waits, the lock-holder helper, and
-//! the swarm check.
+//! sandboxes for runs of the binary, processes and bounded waits, the lock-holder helper, the
+//! swarm check, and the forges of the service-mode tests (a throwaway Gitea, and a recording
+//! stand-in for failures a real one cannot be made to give).
 
 pub mod ccci;
+pub mod forge;
 pub mod harness;
 pub mod helper;
 pub mod proc;
+pub mod recording_forge;
 pub mod sandbox;
 pub mod stack;
 pub mod swarm;
