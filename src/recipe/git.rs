@@ -93,7 +93,32 @@ pub fn resolve(runner: &Runner, dir: &Path, git_ref: Option<&str>) -> Result<Str
             r.to_string(),
         ],
     };
-    for candidate in &candidates {
+    if let Some(commit) = first_commit(runner, dir, &candidates)? {
+        return Ok(commit);
+    }
+    // A pull request's head from a fork is in no branch of the recipe: forges keep it under
+    // refs/pull/<n>/head, which a clone does not fetch.
+    if git_ref.is_some()
+        && runner
+            .output(&git(dir).args([
+                "fetch",
+                "--quiet",
+                "origin",
+                "+refs/pull/*/head:refs/remotes/origin/pull/*",
+            ]))?
+            .success()
+        && let Some(commit) = first_commit(runner, dir, &candidates)?
+    {
+        return Ok(commit);
+    }
+    Err(Error::Usage(format!(
+        "ref `{}` is not a commit, branch or tag of the recipe: check --ref",
+        git_ref.unwrap_or("HEAD")
+    )))
+}
+
+fn first_commit(runner: &Runner, dir: &Path, candidates: &[String]) -> Result<Option<String>> {
+    for candidate in candidates {
         let out = runner.output(&git(dir).args([
             "rev-parse",
             "--verify",
@@ -101,13 +126,10 @@ pub fn resolve(runner: &Runner, dir: &Path, git_ref: Option<&str>) -> Result<Str
             &format!("{candidate}^{{commit}}"),
         ]))?;
         if out.success() {
-            return Ok(out.stdout_str().trim().to_string());
+            return Ok(Some(out.stdout_str().trim().to_string()));
         }
     }
-    Err(Error::Usage(format!(
-        "ref `{}` is not a commit, branch or tag of the recipe: check --ref",
-        git_ref.unwrap_or("HEAD")
-    )))
+    Ok(None)
 }
 
 /// Forced, detached checkout of `commit`: generated files in the tree never block it.
@@ -233,6 +255,34 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "{script}");
+    }
+
+    #[test]
+    fn a_pull_request_head_from_a_fork_resolves_through_refs_pull() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        // The fork's commit is only under refs/pull/7/head, as a forge keeps it.
+        sh(
+            &src,
+            "git init -q -b main && echo 1 > f && git add f && git commit -qm one \
+             && git checkout -q -b fork && echo 2 > f && git commit -qam fork \
+             && git update-ref refs/pull/7/head fork && git checkout -q main && git branch -qD fork",
+        );
+        let fork_head = std::process::Command::new("git")
+            .args(["rev-parse", "refs/pull/7/head"])
+            .current_dir(&src)
+            .output()
+            .unwrap();
+        let fork_head = String::from_utf8(fork_head.stdout).unwrap().trim().to_string();
+        let runner = Runner::new(Cancel::new());
+        let dest = tmp.path().join("clone");
+        clone(&runner, src.to_str().unwrap(), &dest).unwrap();
+        assert_eq!(resolve(&runner, &dest, Some(&fork_head)).unwrap(), fork_head);
+        let err = resolve(&runner, &dest, Some("0123456789abcdef0123456789abcdef01234567"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("check --ref"), "{err}");
     }
 
     #[test]

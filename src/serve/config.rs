@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::forge::AuthRule;
 use crate::config::{Env, parse_duration};
 use crate::error::{Error, Result};
 use crate::stage::Stage;
@@ -43,18 +44,6 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
     }
-}
-
-/// Who may ask for a run with `!testme`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthRule {
-    /// A member of the organisation (the repository's owner unless `org` says otherwise).
-    OrgMember,
-    /// Someone with write (or admin, or owner) permission on the repository.
-    Write,
-    /// Either of the above.
-    Either,
 }
 
 /// One enrolled recipe repository.

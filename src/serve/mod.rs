@@ -2,12 +2,30 @@
 //! repository becomes a run of the very same `ccci test`, reported back on the pull request.
 //!
 //! This folder wraps [`crate::run`] and never the reverse. Its parts, each in its own module:
-//! [`webhook`] (verifying a delivery and reading the command out of it), [`forge`] (the
-//! forge's REST API: pull request heads, commit statuses, reactions, the summary comment, the
-//! polled comment listing, and who may start a run); the store, the workers and the dashboard
-//! follow.
+//! - [`config`]: the `serve:` section of the config file, secrets read from files or env;
+//! - [`webhook`]: is a delivery authentic, and is it a `!testme` on a pull request;
+//! - [`intake`]: a delivery or polled comment recorded once, answered at once;
+//! - [`store`]: the SQLite state (queue, runs, seen comments, watermarks, summaries);
+//! - [`forge`]: the forge's REST API, and who may start a run;
+//! - [`triage`]: authorization and the pull request's head, then the queue; restart recovery;
+//! - [`worker`]: runs as child `ccci test` processes;
+//! - [`report`]: reaction, commit statuses and the summary comment, with retries;
+//! - [`poll`]: polling enrolled repositories, and log retention;
+//! - [`http`], [`pages`], [`dashboard`], [`livelog`]: the routes, the pages, the live log;
+//! - [`metrics`]: `/metrics`; [`service`]: the shared state and the threads.
 
 pub mod config;
+pub mod dashboard;
 pub mod forge;
+pub mod http;
+pub mod intake;
+pub mod livelog;
+pub mod metrics;
+pub mod pages;
+pub mod poll;
+pub mod report;
+pub mod service;
 pub mod store;
+pub mod triage;
 pub mod webhook;
+pub mod worker;

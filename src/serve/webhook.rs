@@ -110,6 +110,10 @@ pub struct Command {
 /// (`> !testme`) or inside a code block or span is someone talking about it, not asking.
 pub fn parse_command(body: &str) -> Option<Command> {
     let first = body.lines().find(|l| !l.trim().is_empty())?;
+    // Four spaces or a tab make an indented code block in Markdown.
+    if first.starts_with("    ") || first.starts_with('\t') {
+        return None;
+    }
     let mut words = first.split_whitespace();
     if words.next()? != "!testme" {
         return None;
@@ -143,6 +147,8 @@ pub struct Comment {
     #[serde(default)]
     pub body: String,
     pub user: User,
+    #[serde(default)]
+    pub html_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -166,6 +172,33 @@ impl CommentEvent {
                     .as_ref()
                     .is_some_and(|p| !p.is_null()))
     }
+}
+
+/// The parts of a `pull_request` delivery that matter: which pull request, and what happened
+/// (`synchronized` is new commits).
+#[derive(Clone, Debug, Deserialize)]
+pub struct PullRequestEvent {
+    pub action: String,
+    pub number: u64,
+    pub repository: Repository,
+}
+
+/// Parses a `pull_request` body that has already been verified.
+pub fn parse_pull_request_event(body: &[u8]) -> Result<PullRequestEvent, Refusal> {
+    serde_json::from_slice(body).map_err(|_| Refusal::Malformed)
+}
+
+/// The event a delivery carries, from its headers: `issue_comment`, `pull_request`, …
+pub fn event_name<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let mut fallback = None;
+    for (name, value) in headers {
+        match name.to_ascii_lowercase().as_str() {
+            "x-forgejo-event" | "x-gitea-event" => return Some(value.trim().to_string()),
+            "x-gogs-event" | "x-github-event" => fallback = Some(value.trim().to_string()),
+            _ => {}
+        }
+    }
+    fallback
 }
 
 /// Parses an `issue_comment` body that has already been verified.
@@ -243,6 +276,8 @@ mod tests {
             "> !testme",
             "`!testme`",
             "```\n!testme\n```",
+            "    !testme",
+            "\t!testme",
             "please !testme",
             "!testmeplease",
             "",

@@ -47,6 +47,9 @@ pub enum Command {
     Locks(LocksArgs),
     /// List this setup's test apps: live, kept (until when, and how to remove), or orphaned.
     Apps(LocksArgs),
+    /// Run the service mode: `!testme` on a pull request becomes a run, reported back on it,
+    /// with a live log and a dashboard (configured in the config file's `serve:` section).
+    Serve(ServeArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -186,6 +189,13 @@ pub struct JanitorArgs {
     pub dry_run: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Check the configuration (and that the forge accepts the token), then exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

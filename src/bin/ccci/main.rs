@@ -192,6 +192,7 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
                 exit_code::INFRA
             })
         }
+        Command::Serve(args) => serve(&cli, &env, args.check),
         Command::Janitor(args) => {
             let config = load_config(&cli, &env)?;
             // SIGTERM from systemd stops the sweep between apps; a reap under way finishes
@@ -458,4 +459,57 @@ fn test(args: &cli::TestArgs, config: Config, env: Env, parent: i32) -> Result<i
         }
     }
     Ok(outcome.exit_code())
+}
+
+/// `ccci serve`: starts the service and runs until SIGINT or SIGTERM, then stops it (running
+/// runs are stopped, torn down and reported as interrupted).
+fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
+    let core = load_config(cli, env)?;
+    let path = cli
+        .config
+        .clone()
+        .or_else(|| Config::default_path(env))
+        .ok_or_else(|| {
+            Error::Config("no config file: give --config or set CCCI_CONFIG".into())
+        })?;
+    let settings = ccci::serve::config::ServeConfig::load(&path, env)?;
+    if check {
+        let forge = ccci::serve::forge::ForgeClient::new(
+            &settings.forge_url,
+            settings.token.expose().to_string(),
+            settings.forge_timeout,
+        );
+        let login = forge.whoami().map_err(|e| {
+            Error::Infra(format!(
+                "the forge at {} does not accept the token: {e}",
+                settings.forge_url
+            ))
+        })?;
+        out_line(format!(
+            "serve config ok: {} repositories enrolled, forge {} as {login}, listening on {}",
+            settings.repos.len(),
+            settings.forge_url,
+            settings.listen
+        ))?;
+        return Ok(exit_code::PASS);
+    }
+    let cancel = Cancel::new();
+    signal::install(&cancel)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Infra(format!("cannot find the ccci executable: {e}")))?;
+    let running = ccci::serve::service::start(
+        settings,
+        core,
+        ccci::serve::service::Launcher {
+            exe,
+            config_file: Some(path),
+        },
+        Box::new(|event| render::stderr_line(&format!("serve: {event}"))),
+    )?;
+    // Signals only set a flag; look at it a few times a second.
+    while cancel.signal().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    running.stop();
+    Ok(exit_code::PASS)
 }

@@ -1,0 +1,190 @@
+//! What serve does with a delivery or a polled comment, before any forge call: verify it,
+//! decide whether it is a command for an enrolled repository, and record it once. Answers in
+//! well under a second whatever the forge is doing — authorization and reporting happen on
+//! other threads ([`super::triage`], [`super::report`]).
+
+use super::config::stages_of;
+use super::service::{ServeEvent, Service};
+use super::store::{NewRun, Trigger, verdicts};
+use super::webhook::{self, Refusal};
+
+/// What the HTTP handler answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    fn new(status: u16, body: impl Into<String>) -> Answer {
+        Answer {
+            status,
+            body: body.into(),
+        }
+    }
+}
+
+/// A `!testme` found in a comment, from either path.
+#[derive(Clone, Debug)]
+pub struct Sighting {
+    pub repo: String,
+    pub pr: u64,
+    pub comment_id: u64,
+    pub comment_url: Option<String>,
+    pub author: String,
+    pub body: String,
+    pub trigger: Trigger,
+}
+
+/// The outcome of looking at one comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Recorded as this run.
+    Recorded(i64),
+    Duplicate,
+    /// Not a command for ccci, and why.
+    Ignored(&'static str),
+}
+
+/// Handles a POST to /hook: `headers` as received, `body` the raw bytes (the caller reads at
+/// most [`webhook::MAX_BODY`] + 1 of them).
+pub fn handle_hook<'a>(
+    service: &Service,
+    headers: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    body: &[u8],
+) -> Answer {
+    let secrets: Vec<Vec<u8>> = service
+        .config
+        .webhook_secrets
+        .iter()
+        .map(|s| s.expose().as_bytes().to_vec())
+        .collect();
+    let signature = webhook::signature(headers.clone());
+    if let Err(refusal) = webhook::verify(body, signature.as_deref(), &secrets) {
+        return reject(service, refusal);
+    }
+    let event = webhook::event_name(headers).unwrap_or_default();
+    let (outcome, answer) = match event.as_str() {
+        "issue_comment" => match webhook::parse_comment_event(body) {
+            Err(refusal) => return reject(service, refusal),
+            Ok(e) if !e.is_new_pull_request_comment() => {
+                ("ignored", Answer::new(200, "ignored: not a new pull request comment"))
+            }
+            Ok(e) => {
+                let sighting = Sighting {
+                    repo: e.repository.full_name,
+                    pr: e.issue.number,
+                    comment_id: e.comment.id,
+                    comment_url: e.comment.html_url,
+                    author: e.comment.user.login,
+                    body: e.comment.body,
+                    trigger: Trigger::Webhook,
+                };
+                match consider(service, &sighting) {
+                    Ok(Seen::Recorded(id)) => ("accepted", Answer::new(202, format!("run {id}"))),
+                    Ok(Seen::Duplicate) => ("duplicate", Answer::new(200, "duplicate: already seen")),
+                    Ok(Seen::Ignored(why)) => ("ignored", Answer::new(200, format!("ignored: {why}"))),
+                    Err(e) => {
+                        service.emit(ServeEvent::Trouble {
+                            what: format!("cannot record a delivery: {e}"),
+                        });
+                        // A 5xx tells the forge the delivery did not land; polling finds it.
+                        return Answer::new(503, "cannot record the delivery now");
+                    }
+                }
+            }
+        },
+        "pull_request" => match webhook::parse_pull_request_event(body) {
+            Err(refusal) => return reject(service, refusal),
+            Ok(e) => match pushed(service, &e) {
+                Ok(0) => ("ignored", Answer::new(200, "ignored")),
+                Ok(n) => ("cancelled", Answer::new(200, format!("cancelled {n} run(s)"))),
+                Err(e) => {
+                    service.emit(ServeEvent::Trouble {
+                        what: format!("cannot cancel runs: {e}"),
+                    });
+                    return Answer::new(503, "cannot record the delivery now");
+                }
+            },
+        },
+        _ => ("ignored", Answer::new(200, "ignored: not an event ccci acts on")),
+    };
+    service.metrics.delivery(outcome);
+    answer
+}
+
+fn reject(service: &Service, refusal: Refusal) -> Answer {
+    service.metrics.rejection(refusal.cause());
+    service.emit(ServeEvent::Rejected {
+        cause: refusal.to_string(),
+    });
+    Answer::new(refusal.status(), refusal.to_string())
+}
+
+/// Looks at one comment (from a delivery or a poll) and records it when it is a new
+/// `!testme` for an enrolled repository. What to test comes from ccci's configuration: the
+/// comment only chooses stages among the known ones.
+pub fn consider(service: &Service, s: &Sighting) -> crate::error::Result<Seen> {
+    let Some(command) = webhook::parse_command(&s.body) else {
+        return Ok(Seen::Ignored("not a !testme command"));
+    };
+    if s.author.eq_ignore_ascii_case(&service.bot_login) {
+        return Ok(Seen::Ignored("ccci's own comment"));
+    }
+    let Some(enrolled) = service.config.enrolled(&s.repo) else {
+        return Ok(Seen::Ignored("repository not enrolled"));
+    };
+    let stages = stages_of(&command.stages);
+    let new = NewRun {
+        repo: enrolled.repo.clone(),
+        recipe: enrolled.recipe.clone(),
+        pr: s.pr,
+        comment_id: s.comment_id,
+        comment_url: s.comment_url.clone(),
+        requested_by: s.author.clone(),
+        trigger: s.trigger,
+        stages: stages.clone().unwrap_or_default(),
+    };
+    let Some(run) = service.store.record_command(&new)? else {
+        return Ok(Seen::Duplicate);
+    };
+    service.emit(ServeEvent::Recorded {
+        run: run.id,
+        repo: run.repo.clone(),
+        pr: run.pr,
+        by: run.requested_by.clone(),
+        trigger: run.trigger.clone(),
+    });
+    if let Err(mistake) = stages {
+        // Recorded (so a redelivery stays a duplicate) and closed with the reason, which the
+        // summary comment tells the commenter.
+        if let Some(closed) = service.store.close(run.id, verdicts::ERROR, &mistake)? {
+            service.report(super::report::Report::Final(closed.id));
+        }
+    } else {
+        service.triage_wake.notify();
+    }
+    Ok(Seen::Recorded(run.id))
+}
+
+/// New commits on a pull request: stop its queued and running runs, when configured.
+fn pushed(service: &Service, e: &webhook::PullRequestEvent) -> crate::error::Result<usize> {
+    if e.action != "synchronized" && e.action != "synchronize" {
+        return Ok(0);
+    }
+    if !service.config.cancel_on_push {
+        return Ok(0);
+    }
+    let Some(enrolled) = service.config.enrolled(&e.repository.full_name) else {
+        return Ok(0);
+    };
+    let why = "new commits were pushed to the pull request";
+    let displaced = service
+        .store
+        .cancel_pr(&enrolled.repo, e.number, verdicts::CANCELLED, why)?;
+    service.stop_runs(&displaced.to_stop, why);
+    for closed in &displaced.closed {
+        service.report(super::report::Report::Final(closed.id));
+    }
+    Ok(displaced.to_stop.len() + displaced.closed.len())
+}
