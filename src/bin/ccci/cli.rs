@@ -47,6 +47,8 @@ pub enum Command {
     Locks(LocksArgs),
     /// List this setup's test apps: live, kept (until when, and how to remove), or orphaned.
     Apps(LocksArgs),
+    /// Print a run's log, or follow it (--follow) until the run finishes.
+    Logs(LogsArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -192,4 +194,15 @@ pub struct JanitorArgs {
 pub struct LocksArgs {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run: its id (a directory under runs_dir), a path to its directory, or the URL of
+    /// its page on a `ccci serve` (…/runs/<id>, or …/runs/<id>/log).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// Keep printing as the log grows, until the run finishes.
+    #[arg(long, short)]
+    pub follow: bool,
 }
