@@ -46,6 +46,9 @@ _ccci() {
             ccci,locks)
                 cmd="ccci__subcmd__locks"
                 ;;
+            ccci,logs)
+                cmd="ccci__subcmd__logs"
+                ;;
             ccci,man)
                 cmd="ccci__subcmd__man"
                 ;;
@@ -97,6 +100,9 @@ _ccci() {
             ccci__subcmd__help,locks)
                 cmd="ccci__subcmd__help__subcmd__locks"
                 ;;
+            ccci__subcmd__help,logs)
+                cmd="ccci__subcmd__help__subcmd__logs"
+                ;;
             ccci__subcmd__help,man)
                 cmd="ccci__subcmd__help__subcmd__man"
                 ;;
@@ -125,7 +131,7 @@ _ccci() {
 
     case "${cmd}" in
         ccci)
-            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps completions man help"
+            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -297,7 +303,7 @@ _ccci() {
             return 0
             ;;
         ccci__subcmd__help)
-            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps completions man help"
+            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -450,6 +456,20 @@ _ccci() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ccci__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ccci__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -568,6 +588,24 @@ _ccci() {
             ;;
         ccci__subcmd__locks)
             opts="-h -V --json --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ccci__subcmd__logs)
+            opts="-f -h -V --follow --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -9,9 +9,11 @@
 //! - [`forge`]: the forge's REST API, and who may start a run;
 //! - [`triage`]: authorization and the pull request's head, then the queue; restart recovery;
 //! - [`worker`]: runs as child `ccci test` processes;
-//! - [`report`]: reaction, commit statuses and the summary comment, with retries;
+//! - [`report`]: reaction, commit statuses and the summary comment;
 //! - [`poll`]: polling enrolled repositories, and log retention;
-//! - [`http`], [`pages`], [`dashboard`], [`livelog`]: the routes, the pages, the live log;
+//! - [`http`], [`pages`], [`dashboard`]: the routes and the server-rendered pages;
+//! - [`livelog`]: a run's log streamed while it grows (SSE or plain text), and the SSE client;
+//! - [`logs`]: `ccci logs`, printing or following a run's log from a run dir or a serve URL;
 //! - [`metrics`]: `/metrics`; [`service`]: the shared state and the threads.
 
 pub mod config;
@@ -20,6 +22,7 @@ pub mod forge;
 pub mod http;
 pub mod intake;
 pub mod livelog;
+pub mod logs;
 pub mod metrics;
 pub mod pages;
 pub mod poll;

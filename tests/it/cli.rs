@@ -74,7 +74,7 @@ fn a_relative_config_path_is_read_from_the_working_directory() {
 }
 
 /// Runs `ccci <args> | head -1` in a shell and returns (ccci's exit code, its stderr).
-fn into_head(args: &str, env: &[(&str, &str)]) -> (i32, String) {
+pub fn into_head(args: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let stderr = dir.path().join("stderr");
     let script = format!(

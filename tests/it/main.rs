@@ -24,6 +24,7 @@ mod inspector;
 mod janitor;
 mod kill_anywhere;
 mod locks;
+mod logs;
 mod measure;
 mod teardown;
 
@@ -44,6 +45,7 @@ fn main() {
         janitor::tests(),
         kill_anywhere::tests(),
         locks::tests(),
+        logs::tests(),
         measure::tests(),
         teardown::tests(),
     ]

@@ -50,6 +50,8 @@ pub enum Command {
     /// Run the service mode: `!testme` on a pull request becomes a run, reported back on it,
     /// with a live log and a dashboard (configured in the config file's `serve:` section).
     Serve(ServeArgs),
+    /// Print a run's log, or follow it (--follow) until the run finishes.
+    Logs(LogsArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -202,4 +204,15 @@ pub struct ServeArgs {
 pub struct LocksArgs {
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run: its id (a directory under runs_dir), a path to its directory, or the URL of
+    /// its page on a `ccci serve` (…/runs/<id>, or …/runs/<id>/log).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// Keep printing as the log grows, until the run finishes.
+    #[arg(long, short)]
+    pub follow: bool,
 }

@@ -94,6 +94,22 @@ fn run(cli: Cli, parent: i32) -> Result<i32> {
             out(text)?;
             Ok(exit_code::PASS)
         }
+        Command::Logs(args) => {
+            let source = ccci::serve::logs::Source::locate(&args.run, || {
+                Ok(load_config(&cli, &env)?.runs_dir)
+            })?;
+            let notices = render::Terminal::new();
+            // Written as it comes and flushed by the library; a reader that goes away
+            // (`ccci logs … | head`) ends the command quietly.
+            ccci::serve::logs::print(
+                &source,
+                args.follow,
+                &mut std::io::stdout().lock(),
+                &notices,
+                &ccci::serve::logs::FollowOptions::default(),
+            )?;
+            Ok(exit_code::PASS)
+        }
         Command::Test(args) => {
             let config = load_config(&cli, &env)?;
             test(args, config, env, parent)

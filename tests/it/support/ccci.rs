@@ -134,11 +134,24 @@ impl Ccci {
         let until = Instant::now() + timeout;
         let stdout = child.stdout.take().expect("stdout pipe");
         let stderr = child.stderr.take().expect("stderr pipe");
+        // stdout goes over in pieces as it is written, so a test can wait for output of a
+        // command that is still running (`ccci logs --follow`); the channel closes at its end.
         let (out_tx, out_rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = std::io::BufReader::new(stdout).read_to_end(&mut bytes);
-            let _ = out_tx.send(bytes);
+            let mut stdout = stdout;
+            let mut buf = vec![0; 8192];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if out_tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
         });
         let (line_tx, line_rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -158,6 +171,7 @@ impl Ccci {
             until,
             timeout,
             stdout: out_rx,
+            stdout_seen: Vec::new(),
             lines: line_rx,
             seen: Vec::new(),
             ended: None,
@@ -218,6 +232,8 @@ pub struct Running {
     until: Instant,
     timeout: Duration,
     stdout: mpsc::Receiver<Vec<u8>>,
+    /// Every stdout byte read so far.
+    stdout_seen: Vec<u8>,
     lines: mpsc::Receiver<String>,
     /// Every stderr line read so far.
     seen: Vec<String>,
@@ -259,6 +275,34 @@ impl Running {
                     self.kill_group();
                     panic!(
                         "ccci never printed `{text}` #{nth} ({why}):\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits until ccci's stdout so far contains `text`.
+    pub fn wait_for_stdout(&mut self, text: &str) {
+        loop {
+            if String::from_utf8_lossy(&self.stdout_seen).contains(text) {
+                return;
+            }
+            let left = self.until.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(piece) => self.stdout_seen.extend_from_slice(&piece),
+                Err(e) => {
+                    let why = match e {
+                        mpsc::RecvTimeoutError::Timeout => format!("{:?} passed", self.timeout),
+                        mpsc::RecvTimeoutError::Disconnected => "its stdout closed".into(),
+                    };
+                    self.kill_group();
+                    while let Ok(line) = self.lines.try_recv() {
+                        self.seen.push(line);
+                    }
+                    panic!(
+                        "ccci never printed `{text}` on stdout ({why}):\n{}\nstderr:\n{}",
+                        String::from_utf8_lossy(&self.stdout_seen),
                         self.seen.join("\n")
                     );
                 }
@@ -359,7 +403,14 @@ impl Running {
         {
             self.seen.push(line);
         }
-        let stdout = self.stdout.recv_timeout(grace).unwrap_or_default();
+        let until = Instant::now() + grace;
+        while let Ok(piece) = self
+            .stdout
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            self.stdout_seen.extend_from_slice(&piece);
+        }
+        let stdout = std::mem::take(&mut self.stdout_seen);
         let mut stderr = self.seen.join("\n");
         if !stderr.is_empty() {
             stderr.push('\n');
