@@ -16,6 +16,7 @@ mod support;
 
 mod abra_contract;
 mod cli;
+mod dashboard;
 mod drivers;
 mod e2e;
 mod guards;
@@ -35,6 +36,7 @@ fn main() {
     let tests = [
         abra_contract::tests(),
         cli::tests(),
+        dashboard::tests(),
         drivers::tests(),
         e2e::tests(),
         guards::tests(),

@@ -8,6 +8,8 @@
 //! - `swarm` tests need docker with an active swarm. When `docker info` (asked once, with a short
 //!   timeout) says there is none, they are listed as ignored, so nextest reports them as
 //!   skipped, and the harness says why on stderr. With a swarm they run.
+//! - `chromium` tests drive a real headless Chromium (the dashboard). When `chromium` is not on
+//!   the `PATH` they are listed as ignored, and the harness says why on stderr.
 //! - `measurement` tests (timings that print figures, not checks) are always listed as ignored;
 //!   they run with `--run-ignored only` (nextest) or `--ignored` (libtest). Their names start
 //!   with `measure::`, so a listing tells them apart from tests skipped for want of a swarm.
@@ -15,7 +17,8 @@
 //! nextest lists the tests in one process (`--list`), then runs each one in a process of its
 //! own (`--exact NAME`, plus `--ignored` for a test it listed as ignored). Such a run follows
 //! the listing: the test runs, whatever the swarm says by then, and a swarm test that finds no
-//! swarm fails saying so (see [`crate::support::swarm::require`]). Run without nextest (plain
+//! swarm fails saying so (see [`crate::support::swarm::require`]); so does a chromium test
+//! without chromium ([`crate::support::chromium::require`]). Run without nextest (plain
 //! `cargo test --test it`), listing and running are one process, so the one decision holds.
 
 use std::time::Duration;
@@ -31,6 +34,8 @@ pub enum Needs {
     Swarm,
     /// A swarm, and a person who asked for a timing measurement.
     Measurement,
+    /// A headless Chromium (`chromium` on the `PATH`), and nothing else.
+    Chromium,
 }
 
 /// One registered test: its full name (`module::function`) and body.
@@ -73,12 +78,16 @@ macro_rules! tests {
     (@needs local) => { $crate::support::harness::Needs::Local };
     (@needs swarm) => { $crate::support::harness::Needs::Swarm };
     (@needs measurement) => { $crate::support::harness::Needs::Measurement };
+    (@needs chromium) => { $crate::support::harness::Needs::Chromium };
 }
 
-/// Whether swarm tests are listed as ignored, and why.
+/// Whether swarm and chromium tests are listed as ignored, and why.
 enum Listing {
-    /// Decided now: `None` when the swarm is there, else the reason it is not.
-    Decided(Option<String>),
+    /// Decided now: for each, `None` when it is there, else the reason it is not.
+    Decided {
+        swarm: Option<String>,
+        chromium: Option<String>,
+    },
     /// A run by nextest of one test it listed before: run what it names.
     FollowNextest,
 }
@@ -93,22 +102,38 @@ pub fn main(tests: Vec<Test>) -> ! {
     // parallelism comes from.
     args.test_threads = Some(1);
     let listing = if args.list || std::env::var_os("NEXTEST").is_none() {
-        Listing::Decided(needs_any_swarm(&tests).then(swarm_absence).flatten())
+        Listing::Decided {
+            swarm: needs_any_swarm(&tests).then(swarm_absence).flatten(),
+            chromium: tests
+                .iter()
+                .any(|t| t.needs == Needs::Chromium)
+                .then(crate::support::chromium::absence)
+                .flatten(),
+        }
     } else {
         Listing::FollowNextest
     };
-    if let Listing::Decided(Some(reason)) = &listing {
-        let n = tests.iter().filter(|t| t.needs == Needs::Swarm).count();
-        eprintln!(
-            "it: {n} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm"
-        );
+    if let Listing::Decided { swarm, chromium } = &listing {
+        let count = |needs| tests.iter().filter(|t| t.needs == needs).count();
+        if let Some(reason) = swarm {
+            eprintln!(
+                "it: {} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm",
+                count(Needs::Swarm)
+            );
+        }
+        if let Some(reason) = chromium {
+            eprintln!(
+                "it: {} chromium tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` installs it",
+                count(Needs::Chromium)
+            );
+        }
     }
     if !args.list && !args.ignored && !args.include_ignored {
         let n = tests
             .iter()
             .filter(|t| t.needs == Needs::Measurement)
             .count();
-        if n > 0 && matches!(listing, Listing::Decided(_)) {
+        if n > 0 && matches!(listing, Listing::Decided { .. }) {
             eprintln!(
                 "it: {n} measurements (`measure::`) are ignored on purpose; run them with --ignored"
             );
@@ -119,14 +144,17 @@ pub fn main(tests: Vec<Test>) -> ! {
         .map(|test| {
             let ignored = match (&listing, test.needs) {
                 (Listing::FollowNextest, _) => args.ignored,
-                (Listing::Decided(_), Needs::Local) => false,
-                (Listing::Decided(absent), Needs::Swarm) => absent.is_some(),
-                (Listing::Decided(_), Needs::Measurement) => true,
+                (Listing::Decided { .. }, Needs::Local) => false,
+                (Listing::Decided { swarm, .. }, Needs::Swarm) => swarm.is_some(),
+                (Listing::Decided { .. }, Needs::Measurement) => true,
+                (Listing::Decided { chromium, .. }, Needs::Chromium) => chromium.is_some(),
             };
             let (run, needs) = (test.run, test.needs);
             Trial::test(test.name, move || {
-                if needs != Needs::Local {
-                    crate::support::swarm::require();
+                match needs {
+                    Needs::Local => {}
+                    Needs::Swarm | Needs::Measurement => crate::support::swarm::require(),
+                    Needs::Chromium => crate::support::chromium::require(),
                 }
                 run();
                 Ok(())
@@ -138,7 +166,9 @@ pub fn main(tests: Vec<Test>) -> ! {
 }
 
 fn needs_any_swarm(tests: &[Test]) -> bool {
-    tests.iter().any(|t| t.needs != Needs::Local)
+    tests
+        .iter()
+        .any(|t| matches!(t.needs, Needs::Swarm | Needs::Measurement))
 }
 
 /// `None` when docker answers that its swarm is active; otherwise what it said instead.
