@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares this host for ccci: Docker engine, a single-node swarm, and the locally built images
 # that the bundled demo and test recipes use (no registry is reachable, so images are built here:
-# busybox below, PostgreSQL and the pgapp fixture's app by scripts/build-images.sh).
+# busybox below, PostgreSQL and the pgapp fixture's app by scripts/build-images.sh), and the
+# headless Chromium that the dashboard tests drive.
 # Idempotent: every step checks before it acts. Needs root (or sudo) for the package install.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ command -v git >/dev/null || need_pkgs+=(git)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 # The benchmarks read the engine's JSON events.
 command -v jq >/dev/null || need_pkgs+=(jq)
+# The dashboard tests load its pages in a real headless browser.
+command -v chromium >/dev/null || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   as_root apt-get update -qq

@@ -208,7 +208,10 @@ impl Running {
     /// thread. Runs stopped this way end `interrupted` and are reported.
     pub fn stop(self) {
         self.service.stopping.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        // Each call wakes one acceptor blocked in `recv`.
+        for _ in 0..super::http::ACCEPTORS {
+            self.server.unblock();
+        }
         let running: Vec<RunRow> = self
             .service
             .store

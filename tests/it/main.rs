@@ -16,6 +16,7 @@ mod support;
 
 mod abra_contract;
 mod cli;
+mod dashboard;
 mod drivers;
 mod e2e;
 mod forge_client;
@@ -37,6 +38,7 @@ fn main() {
     let tests = [
         abra_contract::tests(),
         cli::tests(),
+        dashboard::tests(),
         drivers::tests(),
         e2e::tests(),
         forge_client::tests(),

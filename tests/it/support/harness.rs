@@ -12,6 +12,8 @@
 //!   `scripts/build-forge.sh` builds once per machine. When it is not built (asked once, with
 //!   `scripts/build-forge.sh --check`, which builds nothing), they are listed as ignored and the
 //!   harness says why on stderr, as for the swarm.
+//! - `chromium` tests drive a real headless Chromium (the dashboard). When `chromium` is not on
+//!   the `PATH` they are listed as ignored, and the harness says why on stderr.
 //! - `measurement` tests (timings that print figures, not checks) are always listed as ignored;
 //!   they run with `--run-ignored only` (nextest) or `--ignored` (libtest). Their names start
 //!   with `measure::`, so a listing tells them apart from tests skipped for want of a swarm.
@@ -20,7 +22,8 @@
 //! own (`--exact NAME`, plus `--ignored` for a test it listed as ignored). Such a run follows
 //! the listing: the test runs, whatever the swarm says by then, and a swarm test that finds no
 //! swarm fails saying so (see [`crate::support::swarm::require`]); likewise a forge test that
-//! finds no Gitea (see [`crate::support::forge::require`]). Run without nextest (plain
+//! finds no Gitea (see [`crate::support::forge::require`]), or a chromium test without
+//! chromium ([`crate::support::chromium::require`]). Run without nextest (plain
 //! `cargo test --test it`), listing and running are one process, so the one decision holds.
 
 use std::time::Duration;
@@ -36,6 +39,8 @@ pub enum Needs {
     Swarm,
     /// The test forge: a Gitea built by `scripts/build-forge.sh`.
     Forge,
+    /// A headless Chromium (`chromium` on the `PATH`), and nothing else.
+    Chromium,
     /// A swarm, and a person who asked for a timing measurement.
     Measurement,
 }
@@ -80,15 +85,17 @@ macro_rules! tests {
     (@needs local) => { $crate::support::harness::Needs::Local };
     (@needs swarm) => { $crate::support::harness::Needs::Swarm };
     (@needs forge) => { $crate::support::harness::Needs::Forge };
+    (@needs chromium) => { $crate::support::harness::Needs::Chromium };
     (@needs measurement) => { $crate::support::harness::Needs::Measurement };
 }
 
-/// Whether swarm and forge tests are listed as ignored, and why.
+/// Whether swarm, forge and chromium tests are listed as ignored, and why.
 enum Listing {
     /// Decided now: for each, `None` when it is there, else the reason it is not.
     Decided {
         swarm: Option<String>,
         forge: Option<String>,
+        chromium: Option<String>,
     },
     /// A run by nextest of one test it listed before: run what it names.
     FollowNextest,
@@ -112,16 +119,30 @@ pub fn main(tests: Vec<Test>) -> ! {
             forge: needs(Needs::Forge)
                 .then(crate::support::forge::absence)
                 .flatten(),
+            chromium: needs(Needs::Chromium)
+                .then(crate::support::chromium::absence)
+                .flatten(),
         }
     } else {
         Listing::FollowNextest
     };
-    if let Listing::Decided { swarm, forge } = &listing {
+    if let Listing::Decided {
+        swarm,
+        forge,
+        chromium,
+    } = &listing
+    {
         let count = |n: Needs| tests.iter().filter(|t| t.needs == n).count();
         if let Some(reason) = swarm {
             eprintln!(
                 "it: {} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm",
                 count(Needs::Swarm)
+            );
+        }
+        if let Some(reason) = chromium {
+            eprintln!(
+                "it: {} chromium tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` installs it",
+                count(Needs::Chromium)
             );
         }
         if let Some(reason) = forge {
@@ -150,6 +171,7 @@ pub fn main(tests: Vec<Test>) -> ! {
                 (Listing::Decided { .. }, Needs::Local) => false,
                 (Listing::Decided { swarm, .. }, Needs::Swarm) => swarm.is_some(),
                 (Listing::Decided { forge, .. }, Needs::Forge) => forge.is_some(),
+                (Listing::Decided { chromium, .. }, Needs::Chromium) => chromium.is_some(),
                 (Listing::Decided { .. }, Needs::Measurement) => true,
             };
             let (run, needs) = (test.run, test.needs);
@@ -158,6 +180,7 @@ pub fn main(tests: Vec<Test>) -> ! {
                     Needs::Local => {}
                     Needs::Swarm | Needs::Measurement => crate::support::swarm::require(),
                     Needs::Forge => crate::support::forge::require(),
+                    Needs::Chromium => crate::support::chromium::require(),
                 }
                 run();
                 Ok(())
