@@ -274,14 +274,24 @@ mod tests {
             .current_dir(&src)
             .output()
             .unwrap();
-        let fork_head = String::from_utf8(fork_head.stdout).unwrap().trim().to_string();
+        let fork_head = String::from_utf8(fork_head.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
         let runner = Runner::new(Cancel::new());
         let dest = tmp.path().join("clone");
         clone(&runner, src.to_str().unwrap(), &dest).unwrap();
-        assert_eq!(resolve(&runner, &dest, Some(&fork_head)).unwrap(), fork_head);
-        let err = resolve(&runner, &dest, Some("0123456789abcdef0123456789abcdef01234567"))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(
+            resolve(&runner, &dest, Some(&fork_head)).unwrap(),
+            fork_head
+        );
+        let err = resolve(
+            &runner,
+            &dest,
+            Some("0123456789abcdef0123456789abcdef01234567"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("check --ref"), "{err}");
     }
 

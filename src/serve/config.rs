@@ -9,7 +9,7 @@
 //!   public_url: https://ci.example.org
 //!   forge:
 //!     url: https://git.example.org
-//!     token: { file: /run/credentials/ccci-serve/forge-token }
+//!     token: { file: /run/credentials/ccci-serve.service/forge-token }
 //!   webhook_secrets: [{ env: CCCI_WEBHOOK_SECRET }]
 //!   repos: [coop-cloud/ghost, { repo: coop-cloud/custom-html, recipe: custom-html }]
 //!   authorize: either          # org_member | write | either
@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub public_url: String,
     pub forge_url: String,
     pub token: Secret,
+    /// The environment variables secrets were read from: runs never inherit them.
+    pub secret_envs: Vec<String>,
     /// Every secret a delivery may be signed with (several at once while rotating). Empty:
     /// every delivery is refused and only polling finds commands.
     pub webhook_secrets: Vec<Secret>,
@@ -270,7 +272,12 @@ impl ServeConfig {
                     "cannot choose one: set it or CCCI_STATE_DIR".into(),
                 )
             })?;
+        let secret_envs = std::iter::once(&forge.token)
+            .chain(&raw.webhook_secrets)
+            .filter_map(|s| s.env.clone())
+            .collect();
         Ok(ServeConfig {
+            secret_envs,
             listen,
             public_url,
             forge_url,
@@ -401,6 +408,11 @@ mod tests {
         assert_eq!(c.poll_interval, Some(Duration::from_secs(30)));
         assert_eq!(c.database(), PathBuf::from("/tmp/s/serve.db"));
         assert!(c.cancel_on_push);
+        assert_eq!(
+            c.secret_envs,
+            ["TOKEN", "HOOK"],
+            "runs must not inherit these"
+        );
     }
 
     #[test]
@@ -463,6 +475,62 @@ mod tests {
             assert!(!err.contains('\n'), "{err}");
             assert!(!err.contains("s3cret-token"), "{err}");
         }
+    }
+
+    /// The paths under which systemd hands `ccci-serve.service` its credentials.
+    const CREDENTIALS: &str = "/run/credentials/ccci-serve.service/";
+
+    /// The README's example `serve:` section (the one fenced YAML block that starts with it).
+    fn readme_example() -> &'static str {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```yaml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
+            .filter(|block| block.starts_with("serve:"))
+            .collect();
+        assert_eq!(blocks.len(), 1, "README: one `serve:` example expected");
+        blocks[0]
+    }
+
+    #[test]
+    fn the_readme_example_is_a_valid_section_reading_the_units_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = readme_example();
+        let names: Vec<&str> = example
+            .split(CREDENTIALS)
+            .skip(1)
+            .map(|rest| rest.split(['}', ' ', ',']).next().unwrap())
+            .collect();
+        assert_eq!(names, ["forge-token", "webhook-secret"]);
+        // Each credential the example reads is one the unit loads.
+        let unit = include_str!("../../contrib/systemd/ccci-serve.service");
+        for name in &names {
+            let line = format!("\nLoadCredential={name}:/etc/ccci/{name}\n");
+            assert!(unit.contains(&line), "the unit has no `{}`", line.trim());
+            std::fs::write(dir.path().join(name), format!("{name}-value\n")).unwrap();
+        }
+        let here = format!("{}/", dir.path().display());
+        let c = ServeConfig::from_yaml(&example.replace(CREDENTIALS, &here), &env()).unwrap();
+        assert_eq!(c.token.expose(), "forge-token-value");
+        assert_eq!(c.webhook_secrets, vec![Secret::new("webhook-secret-value")]);
+        assert_eq!(c.repos.len(), 2);
+        assert_eq!(
+            c.enrolled("coop-cloud/custom-html").unwrap().recipe,
+            "custom-html"
+        );
+        assert_eq!(c.authorize, AuthRule::OrgMember);
+        assert_eq!(c.public_url, "https://ci.example.org");
+        // The example shows the defaults of the keys it does not explain otherwise.
+        let defaults = ServeConfig::from_yaml(GOOD, &env()).unwrap();
+        assert_eq!(c.listen, defaults.listen);
+        assert_eq!(c.concurrency, defaults.concurrency);
+        assert_eq!(c.poll_interval, defaults.poll_interval);
+        assert_eq!(c.cancel_on_push, defaults.cancel_on_push);
+        assert_eq!(c.retention, defaults.retention);
+        assert_eq!(c.status_context, defaults.status_context);
+        assert_eq!(c.forge_timeout, defaults.forge_timeout);
+        assert_eq!(c.driver, defaults.driver);
     }
 
     #[test]

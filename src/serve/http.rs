@@ -79,7 +79,9 @@ fn route(service: &Arc<Service>, mut request: Request) {
         (Method::Get, ["runs", id, "log"]) => {
             return stream_log(service, request, id, &query);
         }
-        (Method::Get, ["runs", id, "diagnostics", file]) => super::pages::diagnostic(service, id, file),
+        (Method::Get, ["runs", id, "diagnostics", file]) => {
+            super::pages::diagnostic(service, id, file)
+        }
         (Method::Get, _) => html(404, service.dashboard.not_found(&format!("page `{path}`"))),
         _ => text(405, "method not allowed"),
     };
@@ -103,7 +105,12 @@ fn hook(service: &Service, request: &mut Request) -> Response<std::io::Cursor<Ve
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
-        .map(|h| (h.field.as_str().as_str().to_string(), h.value.as_str().to_string()))
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_string(),
+                h.value.as_str().to_string(),
+            )
+        })
         .collect();
     let answer = handle_hook(
         service,

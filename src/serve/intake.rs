@@ -67,9 +67,10 @@ pub fn handle_hook<'a>(
     let (outcome, answer) = match event.as_str() {
         "issue_comment" => match webhook::parse_comment_event(body) {
             Err(refusal) => return reject(service, refusal),
-            Ok(e) if !e.is_new_pull_request_comment() => {
-                ("ignored", Answer::new(200, "ignored: not a new pull request comment"))
-            }
+            Ok(e) if !e.is_new_pull_request_comment() => (
+                "ignored",
+                Answer::new(200, "ignored: not a new pull request comment"),
+            ),
             Ok(e) => {
                 let sighting = Sighting {
                     repo: e.repository.full_name,
@@ -82,8 +83,12 @@ pub fn handle_hook<'a>(
                 };
                 match consider(service, &sighting) {
                     Ok(Seen::Recorded(id)) => ("accepted", Answer::new(202, format!("run {id}"))),
-                    Ok(Seen::Duplicate) => ("duplicate", Answer::new(200, "duplicate: already seen")),
-                    Ok(Seen::Ignored(why)) => ("ignored", Answer::new(200, format!("ignored: {why}"))),
+                    Ok(Seen::Duplicate) => {
+                        ("duplicate", Answer::new(200, "duplicate: already seen"))
+                    }
+                    Ok(Seen::Ignored(why)) => {
+                        ("ignored", Answer::new(200, format!("ignored: {why}")))
+                    }
                     Err(e) => {
                         service.emit(ServeEvent::Trouble {
                             what: format!("cannot record a delivery: {e}"),
@@ -98,7 +103,10 @@ pub fn handle_hook<'a>(
             Err(refusal) => return reject(service, refusal),
             Ok(e) => match pushed(service, &e) {
                 Ok(0) => ("ignored", Answer::new(200, "ignored")),
-                Ok(n) => ("cancelled", Answer::new(200, format!("cancelled {n} run(s)"))),
+                Ok(n) => (
+                    "cancelled",
+                    Answer::new(200, format!("cancelled {n} run(s)")),
+                ),
                 Err(e) => {
                     service.emit(ServeEvent::Trouble {
                         what: format!("cannot cancel runs: {e}"),
@@ -107,7 +115,10 @@ pub fn handle_hook<'a>(
                 }
             },
         },
-        _ => ("ignored", Answer::new(200, "ignored: not an event ccci acts on")),
+        _ => (
+            "ignored",
+            Answer::new(200, "ignored: not an event ccci acts on"),
+        ),
     };
     service.metrics.delivery(outcome);
     answer

@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use super::store::Stats;
 
 /// The upper bounds of the run-duration histogram, in seconds.
-const DURATION_BUCKETS: [f64; 9] = [30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0];
+const DURATION_BUCKETS: [f64; 9] = [
+    30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -68,13 +70,22 @@ impl Metrics {
             "Runs waiting to run: recorded or queued.",
             state("received") + state("queued"),
         );
-        gauge(&mut out, "ccci_runs_running", "Runs running now.", state("running"));
+        gauge(
+            &mut out,
+            "ccci_runs_running",
+            "Runs running now.",
+            state("running"),
+        );
         let _ = writeln!(
             out,
             "# HELP ccci_runs_finished Finished runs kept in the history, by verdict.\n# TYPE ccci_runs_finished gauge"
         );
         for (verdict, n) in &stats.by_verdict {
-            let _ = writeln!(out, "ccci_runs_finished{{verdict=\"{}\"}} {n}", escape(verdict));
+            let _ = writeln!(
+                out,
+                "ccci_runs_finished{{verdict=\"{}\"}} {n}",
+                escape(verdict)
+            );
         }
         let _ = writeln!(
             out,
@@ -82,7 +93,10 @@ impl Metrics {
         );
         for bound in DURATION_BUCKETS {
             let n = stats.durations.iter().filter(|d| **d <= bound).count();
-            let _ = writeln!(out, "ccci_run_duration_seconds_bucket{{le=\"{bound}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "ccci_run_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
+            );
         }
         let _ = writeln!(
             out,
@@ -93,9 +107,17 @@ impl Metrics {
         );
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         for (name, label, help) in [
-            (DELIVERIES, "outcome", "Verified webhook deliveries, by outcome."),
+            (
+                DELIVERIES,
+                "outcome",
+                "Verified webhook deliveries, by outcome.",
+            ),
             (REJECTIONS, "cause", "Webhook deliveries refused, by cause."),
-            (FORGE_ERRORS, "call", "Forge API calls that failed, by call."),
+            (
+                FORGE_ERRORS,
+                "call",
+                "Forge API calls that failed, by call.",
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for ((n, l), v) in counters.iter() {
@@ -109,7 +131,10 @@ impl Metrics {
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }
 
 fn escape(label: &str) -> String {
@@ -131,7 +156,11 @@ mod tests {
         m.forge_error("status");
         m.delivery("accepted");
         let stats = Stats {
-            by_state: vec![("queued".into(), 2), ("received".into(), 1), ("running".into(), 1)],
+            by_state: vec![
+                ("queued".into(), 2),
+                ("received".into(), 1),
+                ("running".into(), 1),
+            ],
             by_verdict: vec![("pass".into(), 3)],
             durations: vec![20.0, 100.0],
         };
@@ -147,7 +176,10 @@ mod tests {
             "ccci_forge_api_errors_total{call=\"status\"} 1",
             "ccci_webhook_deliveries_total{outcome=\"accepted\"} 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
         }
         assert_eq!(m.count(REJECTIONS, "bad_signature"), 2);
     }

@@ -5,7 +5,6 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-
 use tiny_http::{Header, Request, Response};
 
 use super::dashboard::{Filter, RecipeHistory, RunView};
@@ -107,12 +106,19 @@ fn history(service: &Service, recipe: String) -> RecipeHistory {
 
 fn find(service: &Service, id: &str) -> Result<RunRow, Page> {
     let Ok(id) = id.parse::<i64>() else {
-        return Err(html(404, service.dashboard.not_found(&format!("run `{id}`"))));
+        return Err(html(
+            404,
+            service.dashboard.not_found(&format!("run `{id}`")),
+        ));
     };
     match service.store.get(id) {
         Ok(Some(row)) => Ok(row),
         Ok(None) => Err(html(404, service.dashboard.not_found(&format!("run {id}")))),
-        Err(_) => Err(error(service, 503, "the run store cannot be read right now")),
+        Err(_) => Err(error(
+            service,
+            503,
+            "the run store cannot be read right now",
+        )),
     }
 }
 
@@ -209,4 +215,3 @@ pub fn log(service: &Service, request: Request, id: &str, query: &str) {
         &StreamOptions::default(),
     );
 }
-

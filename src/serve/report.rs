@@ -93,7 +93,11 @@ fn checked<T>(
 
 fn acknowledge(service: &Service, run: &RunRow) {
     if let Some(comment) = run.comment_id {
-        checked(service, "reaction", service.forge.react(&run.repo, comment, "eyes"));
+        checked(
+            service,
+            "reaction",
+            service.forge.react(&run.repo, comment, "eyes"),
+        );
     }
 }
 
@@ -110,7 +114,11 @@ fn pending(service: &Service, run: &RunRow) {
         ),
         context: service.config.status_context.clone(),
     };
-    checked(service, "status", service.forge.set_status(&run.repo, sha, &status));
+    checked(
+        service,
+        "status",
+        service.forge.set_status(&run.repo, sha, &status),
+    );
 }
 
 /// The commit status a verdict gives, if any: a refused command says nothing on the pull
@@ -139,8 +147,12 @@ fn final_report(service: &Service, run: &RunRow) {
             description: one_line(verdict, run.reason.as_deref()),
             context: service.config.status_context.clone(),
         };
-        landed &= checked(service, "status", service.forge.set_status(&run.repo, sha, &status))
-            .is_some();
+        landed &= checked(
+            service,
+            "status",
+            service.forge.set_status(&run.repo, sha, &status),
+        )
+        .is_some();
     }
     let record = RunRecord::read(&service.run_dir(run).join("run.json")).ok();
     let earlier = service
@@ -151,13 +163,20 @@ fn final_report(service: &Service, run: &RunRow) {
         .filter(|r| r.id != run.id)
         .collect::<Vec<_>>();
     let body = summary(service, run, record.as_ref(), &earlier);
-    let known = service.store.summary_comment(&run.repo, run.pr).ok().flatten();
+    let known = service
+        .store
+        .summary_comment(&run.repo, run.pr)
+        .ok()
+        .flatten();
     let upserted = service
         .forge
         .upsert_summary(&run.repo, run.pr, SUMMARY_MARKER, &body, known);
     match checked(service, "summary", upserted) {
         Some(comment) => {
-            if let Err(e) = service.store.set_summary_comment(&run.repo, run.pr, comment) {
+            if let Err(e) = service
+                .store
+                .set_summary_comment(&run.repo, run.pr, comment)
+            {
                 service.emit(ServeEvent::Trouble {
                     what: format!("run {}: {e}", run.id),
                 });
@@ -227,7 +246,10 @@ pub fn summary(
         service.run_url(run.id)
     );
     if let Some(reason) = run.reason.as_deref().filter(|r| !r.trim().is_empty()) {
-        out.push_str(&format!("\n> {}\n", reason.lines().next().unwrap_or("").trim()));
+        out.push_str(&format!(
+            "\n> {}\n",
+            reason.lines().next().unwrap_or("").trim()
+        ));
     }
     if let Some(record) = record.filter(|r| !r.stages.is_empty()) {
         out.push_str("\n| stage | result | time |\n| --- | --- | --- |\n");

@@ -24,24 +24,65 @@ use crate::error::{Error, Result};
 /// Something `ccci serve` wants its operator to know, one line each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServeEvent {
-    Listening { addr: SocketAddr, public_url: String },
+    Listening {
+        addr: SocketAddr,
+        public_url: String,
+    },
     /// A delivery was refused before anything was recorded.
-    Rejected { cause: String },
+    Rejected {
+        cause: String,
+    },
     /// A `!testme` was recorded as run `run`.
-    Recorded { run: i64, repo: String, pr: u64, by: String, trigger: String },
+    Recorded {
+        run: i64,
+        repo: String,
+        pr: u64,
+        by: String,
+        trigger: String,
+    },
     /// The commenter may not ask for runs, or the check failed.
-    Refused { run: i64, reason: String },
-    Queued { run: i64, head: String },
-    Started { run: i64, pid: i32, run_dir: String },
-    Finished { run: i64, verdict: String, reason: Option<String> },
+    Refused {
+        run: i64,
+        reason: String,
+    },
+    Queued {
+        run: i64,
+        head: String,
+    },
+    Started {
+        run: i64,
+        pid: i32,
+        run_dir: String,
+    },
+    Finished {
+        run: i64,
+        verdict: String,
+        reason: Option<String>,
+    },
     /// A run was asked to stop (superseded, or new commits pushed).
-    Stopping { run: i64, why: String },
-    ForgeError { call: String, error: String },
-    Polled { repo: String, new_commands: usize },
+    Stopping {
+        run: i64,
+        why: String,
+    },
+    ForgeError {
+        call: String,
+        error: String,
+    },
+    Polled {
+        repo: String,
+        new_commands: usize,
+    },
     /// Something went wrong in serve itself; the service goes on.
-    Trouble { what: String },
-    Recovered { interrupted: usize, queued: usize },
-    Pruned { runs: usize },
+    Trouble {
+        what: String,
+    },
+    Recovered {
+        interrupted: usize,
+        queued: usize,
+    },
+    Pruned {
+        runs: usize,
+    },
 }
 
 impl std::fmt::Display for ServeEvent {
@@ -51,15 +92,28 @@ impl std::fmt::Display for ServeEvent {
                 write!(f, "listening on {addr} (public URL {public_url})")
             }
             ServeEvent::Rejected { cause } => write!(f, "delivery rejected: {cause}"),
-            ServeEvent::Recorded { run, repo, pr, by, trigger } => {
-                write!(f, "run {run}: !testme on {repo}#{pr} by {by} (via {trigger})")
+            ServeEvent::Recorded {
+                run,
+                repo,
+                pr,
+                by,
+                trigger,
+            } => {
+                write!(
+                    f,
+                    "run {run}: !testme on {repo}#{pr} by {by} (via {trigger})"
+                )
             }
             ServeEvent::Refused { run, reason } => write!(f, "run {run}: refused: {reason}"),
             ServeEvent::Queued { run, head } => write!(f, "run {run}: queued at {head}"),
             ServeEvent::Started { run, pid, run_dir } => {
                 write!(f, "run {run}: started (pid {pid}, run dir {run_dir})")
             }
-            ServeEvent::Finished { run, verdict, reason } => match reason {
+            ServeEvent::Finished {
+                run,
+                verdict,
+                reason,
+            } => match reason {
                 Some(reason) => write!(f, "run {run}: {verdict}: {reason}"),
                 None => write!(f, "run {run}: {verdict}"),
             },
@@ -69,7 +123,10 @@ impl std::fmt::Display for ServeEvent {
                 write!(f, "polled {repo}: {new_commands} new command(s)")
             }
             ServeEvent::Trouble { what } => write!(f, "{what}"),
-            ServeEvent::Recovered { interrupted, queued } => write!(
+            ServeEvent::Recovered {
+                interrupted,
+                queued,
+            } => write!(
                 f,
                 "recovered: {interrupted} run(s) interrupted by the last stop, {queued} waiting"
             ),

@@ -68,8 +68,14 @@ fn triage(service: &Service, run: &RunRow) {
 }
 
 enum Decision {
-    Queue { head: String, url: String },
-    Close { verdict: &'static str, reason: String },
+    Queue {
+        head: String,
+        url: String,
+    },
+    Close {
+        verdict: &'static str,
+        reason: String,
+    },
     /// The forge could not answer now; ask again later.
     Later,
 }
@@ -86,7 +92,10 @@ fn decide(service: &Service, run: &RunRow) -> Decision {
     if !allowed.allowed {
         return Decision::Close {
             verdict: verdicts::REFUSED,
-            reason: format!("{} may not ask for runs: {}", run.requested_by, allowed.reason),
+            reason: format!(
+                "{} may not ask for runs: {}",
+                run.requested_by, allowed.reason
+            ),
         };
     }
     match service.forge.pull_request(&run.repo, run.pr) {
@@ -125,10 +134,7 @@ fn queue(service: &Service, run: &RunRow, head: &str, url: &str) -> Result<()> {
     });
     service.report(Report::Acknowledge(run.id));
     service.report(Report::Pending(run.id));
-    service.stop_runs(
-        &displaced.to_stop,
-        &format!("superseded by run {}", run.id),
-    );
+    service.stop_runs(&displaced.to_stop, &format!("superseded by run {}", run.id));
     for closed in displaced.closed {
         service.report(Report::Final(closed.id));
     }

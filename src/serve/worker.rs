@@ -63,6 +63,12 @@ pub fn command(service: &Service, run: &RunRow) -> Command {
         cmd.arg("--deadline")
             .arg(format!("{}s", deadline.as_secs().max(1)));
     }
+    // A run executes the recipe's hooks and tests: it must not be able to read serve's secrets
+    // (systemd credentials, or the variables the config names).
+    cmd.env_remove("CREDENTIALS_DIRECTORY");
+    for name in &service.config.secret_envs {
+        cmd.env_remove(name);
+    }
     cmd.env("CCCI_PARENT_PID", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
@@ -101,8 +107,8 @@ fn spawn_and_wait(service: &Service, run: &RunRow) -> std::result::Result<ExitSt
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let stderr = File::create(&console)
-        .map_err(|e| format!("cannot create {}: {e}", console.display()))?;
+    let stderr =
+        File::create(&console).map_err(|e| format!("cannot create {}: {e}", console.display()))?;
     let mut child = command(service, run)
         .stderr(stderr)
         .spawn()

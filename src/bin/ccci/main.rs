@@ -485,9 +485,7 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
         .config
         .clone()
         .or_else(|| Config::default_path(env))
-        .ok_or_else(|| {
-            Error::Config("no config file: give --config or set CCCI_CONFIG".into())
-        })?;
+        .ok_or_else(|| Error::Config("no config file: give --config or set CCCI_CONFIG".into()))?;
     let settings = ccci::serve::config::ServeConfig::load(&path, env)?;
     if check {
         let forge = ccci::serve::forge::ForgeClient::new(
