@@ -86,6 +86,10 @@ fn poll_once(service: &Service, repo: &str) -> std::result::Result<usize, String
             .store
             .set_watermark(repo, &start)
             .map_err(|e| e.to_string())?;
+        service.emit(ServeEvent::Watching {
+            repo: repo.to_string(),
+            existing: ids.len(),
+        });
         return Ok(0);
     };
     let since_unix = unix_of(&since).unwrap_or(i64::MIN);

@@ -68,6 +68,8 @@ pub enum ServeEvent {
         call: String,
         error: String,
     },
+    /// The first poll of a repository: what exists was marked seen, never run.
+    Watching { repo: String, existing: usize },
     Polled {
         repo: String,
         new_commands: usize,
@@ -122,6 +124,10 @@ impl std::fmt::Display for ServeEvent {
             ServeEvent::Polled { repo, new_commands } => {
                 write!(f, "polled {repo}: {new_commands} new command(s)")
             }
+            ServeEvent::Watching { repo, existing } => write!(
+                f,
+                "watching {repo}: {existing} existing comment(s) marked seen, not run"
+            ),
             ServeEvent::Trouble { what } => write!(f, "{what}"),
             ServeEvent::Recovered {
                 interrupted,
@@ -316,6 +322,12 @@ pub fn start(
         .server_addr()
         .to_ip()
         .ok_or_else(|| Error::Infra("the HTTP server has no IP address".into()))?;
+    let mut config = config;
+    // The default public URL names the address as configured; with port 0 the port is known
+    // only now.
+    if config.public_url == format!("http://{}", config.listen) {
+        config.public_url = format!("http://{addr}");
+    }
     let server = Arc::new(server);
     let (reports, inbox) = mpsc::channel();
     let service = Arc::new(Service {

@@ -26,6 +26,7 @@ mod janitor;
 mod kill_anywhere;
 mod locks;
 mod logs;
+mod serve_e2e;
 mod measure;
 mod teardown;
 
@@ -48,6 +49,7 @@ fn main() {
         kill_anywhere::tests(),
         locks::tests(),
         logs::tests(),
+        serve_e2e::tests(),
         measure::tests(),
         teardown::tests(),
     ]

@@ -11,7 +11,8 @@
 //! - `forge` tests need the throwaway Gitea of [`crate::support::forge`], whose binary
 //!   `scripts/build-forge.sh` builds once per machine. When it is not built (asked once, with
 //!   `scripts/build-forge.sh --check`, which builds nothing), they are listed as ignored and the
-//!   harness says why on stderr, as for the swarm.
+//!   harness says why on stderr, as for the swarm. `forge_swarm` tests (`ccci serve` end to end)
+//!   need both, and are ignored when either is missing.
 //! - `chromium` tests drive a real headless Chromium (the dashboard). When `chromium` is not on
 //!   the `PATH` they are listed as ignored, and the harness says why on stderr.
 //! - `measurement` tests (timings that print figures, not checks) are always listed as ignored;
@@ -39,6 +40,8 @@ pub enum Needs {
     Swarm,
     /// The test forge: a Gitea built by `scripts/build-forge.sh`.
     Forge,
+    /// The test forge and the swarm: `ccci serve` end to end, runs deployed for real.
+    ForgeSwarm,
     /// A headless Chromium (`chromium` on the `PATH`), and nothing else.
     Chromium,
     /// A swarm, and a person who asked for a timing measurement.
@@ -85,6 +88,7 @@ macro_rules! tests {
     (@needs local) => { $crate::support::harness::Needs::Local };
     (@needs swarm) => { $crate::support::harness::Needs::Swarm };
     (@needs forge) => { $crate::support::harness::Needs::Forge };
+    (@needs forge_swarm) => { $crate::support::harness::Needs::ForgeSwarm };
     (@needs chromium) => { $crate::support::harness::Needs::Chromium };
     (@needs measurement) => { $crate::support::harness::Needs::Measurement };
 }
@@ -113,10 +117,10 @@ pub fn main(tests: Vec<Test>) -> ! {
     let listing = if args.list || std::env::var_os("NEXTEST").is_none() {
         let needs = |n: Needs| tests.iter().any(|t| t.needs == n);
         Listing::Decided {
-            swarm: (needs(Needs::Swarm) || needs(Needs::Measurement))
+            swarm: (needs(Needs::Swarm) || needs(Needs::Measurement) || needs(Needs::ForgeSwarm))
                 .then(swarm_absence)
                 .flatten(),
-            forge: needs(Needs::Forge)
+            forge: (needs(Needs::Forge) || needs(Needs::ForgeSwarm))
                 .then(crate::support::forge::absence)
                 .flatten(),
             chromium: needs(Needs::Chromium)
@@ -136,7 +140,7 @@ pub fn main(tests: Vec<Test>) -> ! {
         if let Some(reason) = swarm {
             eprintln!(
                 "it: {} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm",
-                count(Needs::Swarm)
+                count(Needs::Swarm) + count(Needs::ForgeSwarm)
             );
         }
         if let Some(reason) = chromium {
@@ -148,7 +152,7 @@ pub fn main(tests: Vec<Test>) -> ! {
         if let Some(reason) = forge {
             eprintln!(
                 "it: {} forge tests are ignored (skipped): {reason}",
-                count(Needs::Forge)
+                count(Needs::Forge) + count(Needs::ForgeSwarm)
             );
         }
     }
@@ -171,6 +175,9 @@ pub fn main(tests: Vec<Test>) -> ! {
                 (Listing::Decided { .. }, Needs::Local) => false,
                 (Listing::Decided { swarm, .. }, Needs::Swarm) => swarm.is_some(),
                 (Listing::Decided { forge, .. }, Needs::Forge) => forge.is_some(),
+                (Listing::Decided { swarm, forge, .. }, Needs::ForgeSwarm) => {
+                    swarm.is_some() || forge.is_some()
+                }
                 (Listing::Decided { chromium, .. }, Needs::Chromium) => chromium.is_some(),
                 (Listing::Decided { .. }, Needs::Measurement) => true,
             };
@@ -180,6 +187,10 @@ pub fn main(tests: Vec<Test>) -> ! {
                     Needs::Local => {}
                     Needs::Swarm | Needs::Measurement => crate::support::swarm::require(),
                     Needs::Forge => crate::support::forge::require(),
+                    Needs::ForgeSwarm => {
+                        crate::support::forge::require();
+                        crate::support::swarm::require();
+                    }
                     Needs::Chromium => crate::support::chromium::require(),
                 }
                 run();
