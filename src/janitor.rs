@@ -762,10 +762,15 @@ impl Sweep<'_> {
             return summary.push(self.sink, detail(Action::Error, reason));
         }
         drop(lock);
-        summary.push(
-            self.sink,
-            detail(Action::Reaped, format!("orphan ({what}) reaped")),
-        );
+        // Nothing was left to remove: what was listed under the lock was only the node's copy
+        // of a network the swarm had already removed (teardown does not wait for those to go,
+        // see `crate::docker::teardown`), e.g. right after another janitor's reap (J4).
+        let d = if outcome.removed.is_empty() {
+            detail(Action::AlreadyGone, "already gone".into())
+        } else {
+            detail(Action::Reaped, format!("orphan ({what}) reaped"))
+        };
+        summary.push(self.sink, d);
     }
 }
 

@@ -7,10 +7,15 @@
 //! millisecond where a docker CLI call costs tens, and the waiting steps look again every
 //! [`RETRY_EVERY`]. The order is the fast one: services first (so the swarm starts no
 //! replacement), their containers killed at once, in parallel, volumes once the containers are
-//! gone, and networks removed by ccci itself once nothing is attached to them. A network that
-//! `docker stack rm` removes while its containers are still attached stays listed for seconds
-//! after they are gone (the node drops its copy only after its own shutdown delay); one removed
-//! after them goes at once.
+//! gone, and networks removed by ccci itself once nothing is attached to them.
+//!
+//! A network counts as removed once the swarm no longer has it: the engine accepted its removal,
+//! or says it is not found. The node keeps listing its own copy for a while after that (a few
+//! tenths of a second when nothing was attached any more, seconds when `docker stack rm` removed
+//! it while its containers were still attached), and drops it by itself; teardown does not wait
+//! for that. [`remaining`] gives such a copy that time before it calls it a leftover, and
+//! [`clear_networks`] waits for it before a stack of the same name is deployed again, since
+//! `docker stack deploy` would take the copy for a network it can use.
 //!
 //! Teardown is idempotent (what is already gone counts as removed), never panics and never
 //! fails: what it cannot remove within the runner's budget is reported as a leftover for the
@@ -34,6 +39,10 @@ const STEP_LIMIT: Duration = Duration::from_secs(60);
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The least time a request is given, even with less budget left, so it can answer at all.
 const MIN_REQUEST: Duration = Duration::from_millis(100);
+/// How long the node may keep listing its copy of a network the swarm has removed before that
+/// copy counts as a leftover: seconds at most when the swarm removed it while containers were
+/// still attached, more on a loaded host.
+pub const NETWORK_LINGER: Duration = Duration::from_secs(15);
 
 /// What to tear down.
 #[derive(Clone, Debug)]
@@ -103,11 +112,20 @@ enum Removal {
 }
 
 impl Removal {
-    fn from_answer(status: u16, message: impl FnOnce() -> String) -> Self {
+    fn from_answer(kind: Kind, status: u16, message: impl FnOnce() -> String) -> Self {
         match status {
             200..=299 => Removal::Removed,
             404 => Removal::Gone,
-            _ => Removal::Refused(message()),
+            _ => {
+                let message = message();
+                // The node answers so (with a 500) for its own copy of a network the swarm has
+                // already removed, until it drops that copy: gone, as far as the swarm goes.
+                if kind == Kind::Network && message.ends_with(" not found") {
+                    Removal::Gone
+                } else {
+                    Removal::Refused(message)
+                }
+            }
         }
     }
 }
@@ -146,7 +164,7 @@ pub fn teardown(runner: &Runner, target: &Target, sink: &dyn EventSink) -> Outco
     let services = run.services();
     run.tasks_ended(&services);
     run.containers();
-    // Asked now, while nothing is attached any more; the networks step waits for it to take.
+    // Asked now, while nothing is attached any more; the networks step retries what was refused.
     let networks = run.request_network_removal();
     run.volumes();
     run.simple(Kind::Secret);
@@ -159,13 +177,64 @@ pub fn teardown(runner: &Runner, target: &Target, sink: &dyn EventSink) -> Outco
 
 /// What of `stack` is still on the engine (services, containers, volumes, secrets, configs,
 /// networks carrying its label), as `<kind> <name>`. Empty when the stack is gone.
-pub fn remaining(_runner: &Runner, stack: &str) -> Result<Vec<String>> {
+///
+/// When only networks are listed, they are looked at again until they are gone, for at most
+/// [`NETWORK_LINGER`] (less when `runner`'s budget runs out or it is cancelled): the node keeps
+/// listing its copy of a network the swarm has removed for a while, and that copy is not a
+/// leftover. A network still listed after that is one.
+pub fn remaining(runner: &Runner, stack: &str) -> Result<Vec<String>> {
     let engine = Engine::from_env()?.with_timeout(ENGINE_TIMEOUT);
-    Ok(engine
-        .list_all(&[&namespace(stack)])?
-        .into_iter()
-        .map(|r| format!("{} {}", r.kind.as_str(), r.name))
-        .collect())
+    let label = namespace(stack);
+    let deadline = Instant::now()
+        + runner
+            .remaining()
+            .map_or(NETWORK_LINGER, |left| left.min(NETWORK_LINGER));
+    loop {
+        let left = engine.list_all(&[&label])?;
+        let only_networks = left.iter().all(|r| r.kind == Kind::Network);
+        if left.is_empty()
+            || !only_networks
+            || Instant::now() >= deadline
+            || runner.check().is_err()
+        {
+            return Ok(left
+                .into_iter()
+                .map(|r| format!("{} {}", r.kind.as_str(), r.name))
+                .collect());
+        }
+        std::thread::sleep(RETRY_EVERY);
+    }
+}
+
+/// Before a fresh deploy of `stack`: removes the networks of it the engine still has, and waits
+/// until the node lists none, for at most [`NETWORK_LINGER`]. `docker stack deploy` takes a
+/// listed network for one it can use, and its services then fail with "network … not found"
+/// while the node still lists its copy of a network the swarm has removed, as it does for a
+/// moment after a teardown of the same stack (teardown does not wait for those copies). With
+/// nothing listed (every run but a repeat on one domain) this is one request. A stack that still
+/// has services is not fresh: its networks are in use, and are left alone. Returns the networks
+/// it found; after [`NETWORK_LINGER`] it gives up and the deploy says what it makes of them.
+pub fn clear_networks(runner: &Runner, stack: &str) -> Result<Vec<String>> {
+    runner.check()?;
+    let engine = Engine::from_env()?.with_timeout(ENGINE_TIMEOUT);
+    let label = namespace(stack);
+    let found = engine.list(Kind::Network, &[&label])?;
+    if found.is_empty() || !engine.list(Kind::Service, &[&label])?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let deadline = Instant::now() + NETWORK_LINGER;
+    let mut listed = found.clone();
+    while !listed.is_empty() && Instant::now() < deadline {
+        for network in &listed {
+            // Whatever the answer, the next look tells: a copy the swarm already removed is
+            // refused as not found until the node drops it.
+            engine.request("DELETE", &removal_path(Kind::Network, network), None)?;
+        }
+        std::thread::sleep(RETRY_EVERY);
+        runner.check()?;
+        listed = engine.list(Kind::Network, &[&label])?;
+    }
+    Ok(names(Kind::Network, &found))
 }
 
 /// Marks the stack's services as kept until `until` (unix seconds), for the janitor (J11).
@@ -262,7 +331,7 @@ impl Teardown<'_> {
             .engine()
             .and_then(|engine| engine.request("DELETE", &path, None))
         {
-            Ok(response) => Removal::from_answer(response.status, || response.message()),
+            Ok(response) => Removal::from_answer(kind, response.status, || response.message()),
             Err(e) => Removal::Refused(e.to_string()),
         }
     }
@@ -470,27 +539,40 @@ impl Teardown<'_> {
         }
     }
 
-    /// Asks for the removal of the stack's networks, without waiting; returns the names of
-    /// those this request removed, for the networks step to report.
-    fn request_network_removal(&mut self) -> Vec<String> {
+    /// Asks for the removal of the stack's networks, without waiting. Returns what the networks
+    /// step starts from: the ids of those the swarm no longer has, and the names of those this
+    /// request removed.
+    fn request_network_removal(&mut self) -> (Vec<String>, Vec<String>) {
+        let mut gone = Vec::new();
+        let mut removed = Vec::new();
         let Ok(networks) = self.list(Kind::Network) else {
-            return Vec::new();
+            return (gone, removed);
         };
-        self.remove_all(Kind::Network, &networks)
-            .into_iter()
-            .filter(|(_, removal)| *removal == Removal::Removed)
-            .map(|(network, _)| format!("network {}", network.name))
-            .collect()
+        for (network, removal) in self.remove_all(Kind::Network, &networks) {
+            match removal {
+                Removal::Removed => {
+                    removed.push(format!("network {}", network.name));
+                    gone.push(network.id.clone());
+                }
+                Removal::Gone => gone.push(network.id.clone()),
+                Removal::Refused(_) => {}
+            }
+        }
+        (gone, removed)
     }
 
-    /// Networks: the engine lets one go once its last endpoint left. Removes what is left and
-    /// waits until none is listed.
-    fn networks(&mut self, mut removed: Vec<String>) {
+    /// Networks: the engine lets one go once its last endpoint left. Removes what is left until
+    /// the swarm has none: a network counts as removed once its removal was accepted or it is
+    /// not found, even while the node still lists its own copy (see the module's header).
+    fn networks(&mut self, (mut gone, mut removed): (Vec<String>, Vec<String>)) {
         let deadline = self.step_deadline();
         let mut why = String::new();
         loop {
-            let networks = match self.list(Kind::Network) {
-                Ok(networks) => networks,
+            let networks: Vec<Resource> = match self.list(Kind::Network) {
+                Ok(networks) => networks
+                    .into_iter()
+                    .filter(|n| !gone.contains(&n.id))
+                    .collect(),
                 Err(e) => return self.failed("networks", Vec::new(), &e.to_string()),
             };
             if networks.is_empty() {
@@ -505,15 +587,23 @@ impl Teardown<'_> {
                 };
                 return self.failed("networks", left, &why);
             }
+            let mut all_gone = true;
             for (network, removal) in self.remove_all(Kind::Network, &networks) {
                 match removal {
-                    Removal::Removed => removed.push(format!("network {}", network.name)),
-                    // The swarm has dropped it; the node's copy is on its way out.
-                    Removal::Gone => {}
-                    Removal::Refused(reason) => why = reason,
+                    Removal::Removed => {
+                        removed.push(format!("network {}", network.name));
+                        gone.push(network.id.clone());
+                    }
+                    Removal::Gone => gone.push(network.id.clone()),
+                    Removal::Refused(reason) => {
+                        why = reason;
+                        all_gone = false;
+                    }
                 }
             }
-            std::thread::sleep(RETRY_EVERY);
+            if !all_gone {
+                std::thread::sleep(RETRY_EVERY);
+            }
         }
     }
 
@@ -562,12 +652,35 @@ mod tests {
 
     #[test]
     fn removals_read_the_engines_answer() {
-        assert_eq!(Removal::from_answer(204, String::new), Removal::Removed);
-        assert_eq!(Removal::from_answer(200, String::new), Removal::Removed);
-        assert_eq!(Removal::from_answer(404, String::new), Removal::Gone);
         assert_eq!(
-            Removal::from_answer(409, || "volume is in use".into()),
+            Removal::from_answer(Kind::Secret, 204, String::new),
+            Removal::Removed
+        );
+        assert_eq!(
+            Removal::from_answer(Kind::Network, 200, String::new),
+            Removal::Removed
+        );
+        assert_eq!(
+            Removal::from_answer(Kind::Volume, 404, String::new),
+            Removal::Gone
+        );
+        assert_eq!(
+            Removal::from_answer(Kind::Volume, 409, || "volume is in use".into()),
             Removal::Refused("volume is in use".into())
+        );
+        // The node's own copy of a network the swarm already removed.
+        assert_eq!(
+            Removal::from_answer(Kind::Network, 500, || "network abc not found".into()),
+            Removal::Gone
+        );
+        // Only a network's copy is answered so; anything else not found is refused.
+        assert_eq!(
+            Removal::from_answer(Kind::Volume, 500, || "volume abc not found".into()),
+            Removal::Refused("volume abc not found".into())
+        );
+        assert_eq!(
+            Removal::from_answer(Kind::Network, 403, || "network is in use".into()),
+            Removal::Refused("network is in use".into())
         );
     }
 

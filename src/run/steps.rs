@@ -175,6 +175,17 @@ impl RunContext<'_> {
         if let Some(script) = self.trees.file(suite::INSTALL_STEPS) {
             self.run_script(&script, Stage::Install)?;
         }
+        // A run on a domain that was torn down a moment ago (a repeat on one domain, a reap by
+        // the janitor) may find the node still listing that deployment's networks.
+        let stale = crate::docker::teardown::clear_networks(&self.runner, &self.stack)?;
+        if !stale.is_empty() {
+            self.sink.event(&Event::Notice {
+                message: format!(
+                    "cleared what an earlier deployment of this stack left: {}",
+                    stale.join(", ")
+                ),
+            });
+        }
         self.deploy(version)
     }
 

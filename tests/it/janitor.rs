@@ -420,7 +420,9 @@ fn j3_run_waiting_for_a_domain_starts_after_the_reap_on_a_clean_slate() {
             let handle = std::thread::spawn(move || {
                 let holder = Holder::this_process("new-run");
                 let lock = AppLock::acquire(&locks, &domain, &holder, &Cancel::new()).unwrap();
-                // What the new run finds the moment it holds the lock.
+                // What the new run finds once it holds the lock (`remaining` gives the node's
+                // copy of a network the reap removed its moment to go, as the new run's deploy
+                // would: see `teardown::clear_networks`).
                 let left = teardown::remaining(&runner(), &stack).unwrap();
                 let listed = lock::list(&locks).unwrap();
                 *seen.lock().unwrap() =

@@ -4,16 +4,19 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ccci::docker::api::{Engine, Kind};
 use ccci::docker::teardown::{self, Target};
 use ccci::event::{Event, Recorder};
 use ccci::sys::process::Cmd;
 
 use crate::support::sandbox::runner;
-use crate::support::stack::{Stack, healthy_compose, swarm, wait};
+use crate::support::stack::{Stack, Timed, healthy_compose, swarm, wait};
 use crate::support::swarm::IMAGE;
 
 crate::tests! {
     swarm: regression_teardown_removed_networks_while_their_containers_were_attached,
+    swarm: regression_teardown_waited_for_the_nodes_copy_of_a_network_the_swarm_had_removed,
+    swarm: a_stack_deployed_again_right_after_its_teardown_deploys,
     swarm: teardown_removes_everything_fast_and_is_idempotent,
     swarm: teardown_of_a_stack_that_never_existed_is_clean,
     swarm: teardown_out_of_budget_reports_leftovers_instead_of_failing,
@@ -45,6 +48,52 @@ configs:
     file: ./pw.txt
 "#
     )
+}
+
+/// One service whose main process ignores SIGTERM, and nothing else.
+fn term_ignoring_compose() -> String {
+    format!(
+        r#"version: "3.8"
+services:
+  app:
+    image: {IMAGE}
+    command: ["sh", "-c", "trap '' TERM; sleep 3600"]
+"#
+    )
+}
+
+/// `docker stack rm` of `stack`: the swarm removes its service and its network at once, while
+/// the container (which ignores SIGTERM) stays attached for its stop grace period. The node then
+/// lists its own copy of the network for seconds after the container is gone.
+fn stack_rm(stack: &Stack) {
+    let out = runner()
+        .output(&Cmd::new("docker").args(["stack", "rm", &stack.name]))
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_str());
+}
+
+/// The networks the node lists for `stack`, as `network <name>`.
+fn listed_networks(stack: &Stack) -> Vec<String> {
+    let label = format!("com.docker.stack.namespace={}", stack.name);
+    Engine::from_env()
+        .unwrap()
+        .list(Kind::Network, &[&label])
+        .unwrap()
+        .into_iter()
+        .map(|n| format!("network {}", n.name))
+        .collect()
+}
+
+/// When `steps` saw the teardown step `name`, in seconds, and its detail.
+fn step_at(steps: &Timed, name: &str) -> (f64, String) {
+    let steps = steps.0.lock().unwrap();
+    steps
+        .iter()
+        .find_map(|(at, e)| match e {
+            Event::TeardownStep { what, detail, .. } if what == name => Some((*at, detail.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no `{name}` step in {steps:?}"))
 }
 
 fn create_labelled_secret(stack: &Stack) -> String {
@@ -171,27 +220,15 @@ fn regression_teardown_removed_networks_while_their_containers_were_attached() {
     let stack = Stack::new();
     let since = stack.deploy(&healthy_compose());
     wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
-    let steps = crate::support::stack::Timed::default();
+    let steps = Timed::default();
     let outcome = teardown::teardown(
         &runner().with_budget(Duration::from_secs(90)),
         &stack.target(),
         &steps,
     );
     assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
-    let steps = steps.0.lock().unwrap();
-    let at = |name: &str| {
-        steps
-            .iter()
-            .find_map(|(at, e)| match e {
-                Event::TeardownStep { what, detail, .. } if what == name => {
-                    Some((*at, detail.clone()))
-                }
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no `{name}` step in {steps:?}"))
-    };
-    let (containers_gone, _) = at("containers");
-    let (networks_gone, networks) = at("networks");
+    let (containers_gone, _) = step_at(&steps, "containers");
+    let (networks_gone, networks) = step_at(&steps, "networks");
     assert_eq!(
         networks,
         format!("network {}_default", stack.name),
@@ -201,5 +238,77 @@ fn regression_teardown_removed_networks_while_their_containers_were_attached() {
     assert!(
         waited < 2.0,
         "the network went {waited:.2} s after the containers"
+    );
+}
+
+/// Teardown waited until the node stopped listing a network, though the swarm had removed it
+/// already: a few tenths of a second after every teardown, and seconds when `docker stack rm`
+/// had removed it while its containers were attached (the node answers its removal with "not
+/// found" until it drops its copy). Teardown now counts such a network as removed, and
+/// [`teardown::remaining`] waits for the copy to go instead.
+fn regression_teardown_waited_for_the_nodes_copy_of_a_network_the_swarm_had_removed() {
+    let swarm = swarm();
+    let stack = Stack::new();
+    let since = stack.deploy(&term_ignoring_compose());
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
+    stack_rm(&stack);
+    let steps = Timed::default();
+    let outcome = teardown::teardown(
+        &runner().with_budget(Duration::from_secs(90)),
+        &stack.target(),
+        &steps,
+    );
+    let listed = listed_networks(&stack);
+    assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
+    let (containers_gone, _) = step_at(&steps, "containers");
+    let (networks_done, _) = step_at(&steps, "networks");
+    let waited = networks_done - containers_gone;
+    assert!(
+        waited < 1.0,
+        "the networks step took {waited:.2} s after the containers were gone"
+    );
+    // What makes this test mean anything: the node still lists its copy of the network.
+    assert_eq!(
+        listed,
+        vec![format!("network {}_default", stack.name)],
+        "the node no longer listed the network when teardown returned: teardown waited for it"
+    );
+    // The copy goes by itself, within what `remaining` gives it.
+    assert_eq!(
+        teardown::remaining(&runner(), &stack.name).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// `docker stack deploy` takes a network the node still lists for one it can use: a stack
+/// deployed again right after its teardown failed with "network … not found" while the node
+/// still listed its copy of the removed network. A run's fresh deploy first waits for it with
+/// [`teardown::clear_networks`].
+fn a_stack_deployed_again_right_after_its_teardown_deploys() {
+    let swarm = swarm();
+    let stack = Stack::new();
+    let since = stack.deploy(&term_ignoring_compose());
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready");
+    // With `docker stack rm` first, the node keeps its copy for seconds, not tenths.
+    stack_rm(&stack);
+    let outcome = stack.teardown();
+    assert!(outcome.leftovers.is_empty(), "{:?}", outcome.leftovers);
+    let cleared = teardown::clear_networks(&runner(), &stack.name).unwrap();
+    assert_eq!(
+        cleared,
+        vec![format!("network {}_default", stack.name)],
+        "the node no longer listed the network: this test saw nothing to wait for"
+    );
+    assert_eq!(listed_networks(&stack), Vec::<String>::new());
+    let since = stack.deploy(&term_ignoring_compose());
+    wait(&swarm, &stack, since, &Recorder::default()).expect("ready again");
+    // A stack with services is not fresh: its networks are in use, and left alone.
+    assert_eq!(
+        teardown::clear_networks(&runner(), &stack.name).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed_networks(&stack),
+        vec![format!("network {}_default", stack.name)]
     );
 }

@@ -120,7 +120,9 @@ impl Sandbox {
             .is_some()
     }
 
-    /// Nothing of the run is left: swarm resources, env file, lock file.
+    /// Nothing of the run is left: swarm resources, env file, lock file. The node's copy of a
+    /// network the swarm removed, which teardown does not wait for, is given the time
+    /// [`teardown::remaining`] gives it to go.
     pub fn assert_nothing_left(&self, record: &RunRecord) {
         let left = teardown::remaining(&runner(), &record.stack).unwrap();
         assert!(left.is_empty(), "left on the swarm: {left:?}");
