@@ -316,6 +316,12 @@ pub fn start(
         .server_addr()
         .to_ip()
         .ok_or_else(|| Error::Infra("the HTTP server has no IP address".into()))?;
+    let mut config = config;
+    // Without a public URL the dashboard is reached where serve listens; with port 0 that is
+    // only known now, and a link to port 0 (in a commit status) would lead nowhere.
+    if config.listen.port() == 0 && config.public_url == format!("http://{}", config.listen) {
+        config.public_url = format!("http://{addr}");
+    }
     let server = Arc::new(server);
     let (reports, inbox) = mpsc::channel();
     let service = Arc::new(Service {
