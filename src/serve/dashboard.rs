@@ -71,7 +71,8 @@ pub struct RecipeHistory {
     pub last_verdicts: Vec<(i64, String)>,
     /// How many of the recipe's finished runs passed.
     pub passes: u64,
-    /// How many runs of the recipe finished with a verdict.
+    /// How many runs of the recipe finished with a verdict (the caller leaves out those that
+    /// say nothing about the recipe, such as refused commands).
     pub runs: u64,
 }
 
@@ -261,6 +262,9 @@ impl Dashboard {
         log_so_far: &str,
     ) -> Result<String, RenderError> {
         let done = run.state == "done";
+        // A run closed before `ccci test` started (refused, cancelled while queued) has no
+        // record and no log: the page says so instead of showing an empty log.
+        let never_ran = done && record.is_none() && log_so_far.is_empty();
         let log = if done {
             log_so_far
         } else {
@@ -300,6 +304,7 @@ impl Dashboard {
             log,
             lines,
             done,
+            never_ran,
             stream: format!("/runs/{}/log", run.id),
         };
         self.render("run.html", &page)
@@ -384,6 +389,8 @@ struct RunPage<'a> {
     /// How many lines `log` holds: the last line number the page shows.
     lines: usize,
     done: bool,
+    /// Finished without ever starting: no stages, no log.
+    never_ran: bool,
     stream: String,
 }
 
@@ -981,9 +988,27 @@ mod tests {
         assert!(!page.contains("Diagnostics"));
         assert!(page.contains(r#"data-lines="0" data-stream="/runs/6/log">"#));
 
+        // Running, but `ccci test` has not written its record yet.
+        let starting = run(6, "ghost", "running", None);
+        let page = slashes(d.run_page(&starting, None, &[], "").unwrap());
+        assert!(page.contains("Starting: no stage has begun yet."), "{page}");
+
+        // Done with a log but no record: `ccci test` started and said why it stopped.
         let done = run(6, "ghost", "done", Some("error"));
-        let page = slashes(d.run_page(&done, None, &[], "").unwrap());
+        let page = slashes(d.run_page(&done, None, &[], "fetch failed\n").unwrap());
         assert!(page.contains("No run record (run.json) for this run."));
+        assert!(page.contains("fetch failed"));
+
+        // Refused: it never ran, and the page says so rather than show an empty log.
+        let mut refused = run(7, "ghost", "done", Some("refused"));
+        refused.reason = Some("mallory may not ask for runs".into());
+        let page = slashes(d.run_page(&refused, None, &[], "").unwrap());
+        assert!(
+            page.contains("The run never started (see the reason above): no stages, no log."),
+            "{page}"
+        );
+        assert!(page.contains("mallory may not ask for runs"));
+        assert!(!page.contains("id=\"log\"") && !page.contains("No run record"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tiny_http::{Header, Request, Response};
 use super::dashboard::{Filter, RecipeHistory, RunView};
 use super::livelog::{LogRequest, StreamOptions, respond};
 use super::service::Service;
-use super::store::{ListFilter, RunRow, RunState, now_ms};
+use super::store::{ListFilter, RunRow, RunState, now_ms, verdicts};
 use crate::run::record::RunRecord;
 
 type Page = Response<std::io::Cursor<Vec<u8>>>;
@@ -33,15 +33,19 @@ fn error(service: &Service, status: u16, message: &str) -> Page {
     html(status, service.dashboard.error_page(status, message))
 }
 
-/// A store row as the pages show it.
-pub fn view(row: &RunRow) -> RunView {
+/// A store row as the pages show it. A run closed before its pull request was read (refused)
+/// has no link to it yet: the forge's own address for it is used.
+pub fn view(row: &RunRow, forge_url: &str) -> RunView {
     RunView {
         id: row.id,
         run_id: row.run_dir_id(),
         repo: row.repo.clone(),
         recipe: row.recipe.clone(),
         pr: row.pr,
-        pr_url: row.pr_url.clone(),
+        pr_url: row
+            .pr_url
+            .clone()
+            .or_else(|| Some(format!("{forge_url}/{}/pulls/{}", row.repo, row.pr))),
         head_sha: row.head_sha.clone(),
         trigger: row.trigger.clone(),
         requested_by: row.requested_by.clone(),
@@ -72,15 +76,19 @@ pub fn index(service: &Service, query: &str) -> Page {
     let (Ok(rows), Ok(histories)) = (listed, histories) else {
         return error(service, 503, "the run store cannot be read right now");
     };
-    let views: Vec<RunView> = rows.iter().map(view).collect();
+    let forge_url = &service.config.forge_url;
+    let views: Vec<RunView> = rows.iter().map(|row| view(row, forge_url)).collect();
     match service.dashboard.index(&views, &filter, &histories) {
         Ok(page) => html(200, page),
         Err(e) => error(service, 500, &e.to_string()),
     }
 }
 
+/// A recipe's record: its finished runs, but for those that say nothing about the recipe (a
+/// refused command never ran; a superseded or cancelled run was stopped on purpose), which
+/// would otherwise let anyone's `!testme` lower its pass rate.
 fn history(service: &Service, recipe: String) -> RecipeHistory {
-    let runs = service
+    let runs: Vec<RunRow> = service
         .store
         .list(&ListFilter {
             recipe: Some(recipe.clone()),
@@ -88,7 +96,15 @@ fn history(service: &Service, recipe: String) -> RecipeHistory {
             limit: LISTED,
             ..ListFilter::default()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            !matches!(
+                r.verdict.as_deref(),
+                Some(verdicts::REFUSED | verdicts::SUPERSEDED | verdicts::CANCELLED)
+            )
+        })
+        .collect();
     RecipeHistory {
         last_verdicts: runs
             .iter()
@@ -144,10 +160,12 @@ pub fn run_page(service: &Service, id: &str) -> Page {
         let _ = file.take(EMBEDDED_LOG).read_to_end(&mut bytes);
         log = String::from_utf8_lossy(&bytes).into_owned();
     }
-    match service
-        .dashboard
-        .run_page(&view(&row), record.as_ref(), &diagnostics, &log)
-    {
+    match service.dashboard.run_page(
+        &view(&row, &service.config.forge_url),
+        record.as_ref(),
+        &diagnostics,
+        &log,
+    ) {
         Ok(page) => html(200, page),
         Err(e) => error(service, 500, &e.to_string()),
     }

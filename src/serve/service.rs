@@ -323,9 +323,9 @@ pub fn start(
         .to_ip()
         .ok_or_else(|| Error::Infra("the HTTP server has no IP address".into()))?;
     let mut config = config;
-    // The default public URL names the address as configured; with port 0 the port is known
-    // only now.
-    if config.public_url == format!("http://{}", config.listen) {
+    // Without a public URL the dashboard is reached where serve listens; with port 0 that is
+    // only known now, and a link to port 0 (in a commit status) would lead nowhere.
+    if config.listen.port() == 0 && config.public_url == format!("http://{}", config.listen) {
         config.public_url = format!("http://{addr}");
     }
     let server = Arc::new(server);

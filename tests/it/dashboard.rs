@@ -1,6 +1,8 @@
 //! The dashboard as a person sees it: its pages rendered by `ccci::serve::dashboard`, served by a
 //! tiny HTTP server in the test, loaded in a real headless Chromium (scripts run), checked on
-//! the DOM the browser ends up with, and photographed into `target/artifacts/`.
+//! the DOM the browser ends up with, and photographed into `target/artifacts/`. Here the test
+//! controls what is served, down to a line a stream replays; `serve_browser.rs` watches the
+//! same pages served by the real `ccci serve` during a real run.
 //!
 //! The live log: the run page embeds the log so far and its script appends what arrives over
 //! SSE. The test's log stream replays two embedded lines (which the page must skip), sends
@@ -9,7 +11,6 @@
 //! moment Chromium dumps it). The second stream never ends, as a live run's does not.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -488,26 +489,7 @@ fn html_text(text: &str) -> String {
 
 /// A screenshot of `url` kept as a build artifact, checked to be a real 1280×900 PNG.
 fn screenshot(url: &str, name: &str) {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::support::sandbox::root().join("target"))
-        .join("artifacts");
-    std::fs::create_dir_all(&dir).expect("artifacts dir");
-    let path = dir.join(name);
+    let path = chromium::artifact(name);
     chromium::screenshot(url, &path);
-    let png = std::fs::read(&path).expect("read the screenshot");
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{} is not a PNG",
-        path.display()
-    );
-    assert!(
-        png.len() > 8 * 1024,
-        "{} is only {} bytes: a blank page?",
-        path.display(),
-        png.len()
-    );
-    // IHDR: width and height, big-endian, right after the signature and the chunk header.
-    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
-    assert_eq!((size(16), size(20)), (1280, 900), "{}", path.display());
+    chromium::assert_screenshot(&path);
 }

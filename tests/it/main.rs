@@ -28,6 +28,7 @@ mod locks;
 mod logs;
 mod serve_e2e;
 mod measure;
+mod serve_browser;
 mod teardown;
 
 fn main() {
@@ -51,6 +52,7 @@ fn main() {
         logs::tests(),
         serve_e2e::tests(),
         measure::tests(),
+        serve_browser::tests(),
         teardown::tests(),
     ]
     .into_iter()

@@ -13,9 +13,9 @@ use crate::support::sandbox::Sandbox;
 use crate::support::serve::{self, ServeProc};
 
 crate::tests! {
-    forge_swarm: a_testme_comment_through_the_forges_webhook_runs_the_demo_and_reports_back,
-    forge_swarm: with_no_webhook_polling_runs_new_commands_only_and_refuses_outsiders,
-    forge_swarm: serve_killed_mid_run_reports_it_interrupted_leaks_nothing_and_resumes_the_queue,
+    forge + swarm: a_testme_comment_through_the_forges_webhook_runs_the_demo_and_reports_back,
+    forge + swarm: with_no_webhook_polling_runs_new_commands_only_and_refuses_outsiders,
+    forge + swarm: serve_killed_mid_run_reports_it_interrupted_leaks_nothing_and_resumes_the_queue,
 }
 
 /// How long reports may take to reach the forge after serve logged the verdict.

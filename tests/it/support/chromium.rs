@@ -11,7 +11,8 @@
 //! EventSource stream is a fetch that never ends: the browser waits until killed. A test that
 //! needs the DOM after some live events therefore holds the page's load (its server sends the
 //! HTML but the last bytes) until it has seen proof that the events were handled, then lets the
-//! page finish: see `dashboard.rs`.
+//! page finish: see `dashboard.rs`. A test that watches a page change, against a server it does
+//! not control, drives the browser over the DevTools protocol instead: see [`super::devtools`].
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use nix::unistd::Pid;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Flags for a browser that talks to nobody but the test's server and keeps no state.
-const FLAGS: [&str; 7] = [
+pub const FLAGS: [&str; 7] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -47,7 +48,7 @@ pub fn require() {
     }
 }
 
-fn binary() -> Result<PathBuf, String> {
+pub fn binary() -> Result<PathBuf, String> {
     which::which("chromium").map_err(|_| "`chromium` is not on the PATH".to_string())
 }
 
@@ -70,6 +71,36 @@ pub fn screenshot(url: &str, path: &Path) {
         "chromium wrote no screenshot to {}",
         path.display()
     );
+}
+
+/// Where a test keeps a screenshot as a build artifact: `target/artifacts/<name>` (under
+/// `CARGO_TARGET_DIR` when set).
+pub fn artifact(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| super::sandbox::root().join("target"))
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir.join(name)
+}
+
+/// Fails unless `path` is a real 1280×900 PNG with something on it.
+pub fn assert_screenshot(path: &Path) {
+    let png = std::fs::read(path).expect("read the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    assert!(
+        png.len() > 8 * 1024,
+        "{} is only {} bytes: a blank page?",
+        path.display(),
+        png.len()
+    );
+    // IHDR: width and height, big-endian, right after the signature and the chunk header.
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((size(16), size(20)), (1280, 900), "{}", path.display());
 }
 
 /// Runs chromium with `args` after the common flags; returns its stdout.

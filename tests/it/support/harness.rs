@@ -11,13 +11,14 @@
 //! - `forge` tests need the throwaway Gitea of [`crate::support::forge`], whose binary
 //!   `scripts/build-forge.sh` builds once per machine. When it is not built (asked once, with
 //!   `scripts/build-forge.sh --check`, which builds nothing), they are listed as ignored and the
-//!   harness says why on stderr, as for the swarm. `forge_swarm` tests (`ccci serve` end to end)
-//!   need both, and are ignored when either is missing.
+//!   harness says why on stderr, as for the swarm.
 //! - `chromium` tests drive a real headless Chromium (the dashboard). When `chromium` is not on
 //!   the `PATH` they are listed as ignored, and the harness says why on stderr.
 //! - `measurement` tests (timings that print figures, not checks) are always listed as ignored;
 //!   they run with `--run-ignored only` (nextest) or `--ignored` (libtest). Their names start
 //!   with `measure::`, so a listing tells them apart from tests skipped for want of a swarm.
+//! - A test that needs several of these names them all (`forge + swarm + chromium: name`): it
+//!   is listed as ignored when any one is missing, and the harness says which.
 //!
 //! nextest lists the tests in one process (`--list`), then runs each one in a process of its
 //! own (`--exact NAME`, plus `--ignored` for a test it listed as ignored). Such a run follows
@@ -31,21 +32,56 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Trial};
 
-/// What a test needs from this machine.
+/// What a test needs from this machine: nothing beyond it ([`Needs::LOCAL`]), or any of a
+/// swarm, the test forge and a headless Chromium; a measurement needs a swarm and a person who
+/// asked for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Needs {
-    /// Nothing beyond this machine: processes, files, the kernel.
-    Local,
+pub struct Needs {
     /// Docker with an active single-node swarm and the local image `ccci-busybox:1`.
-    Swarm,
+    pub swarm: bool,
     /// The test forge: a Gitea built by `scripts/build-forge.sh`.
-    Forge,
-    /// The test forge and the swarm: `ccci serve` end to end, runs deployed for real.
-    ForgeSwarm,
-    /// A headless Chromium (`chromium` on the `PATH`), and nothing else.
-    Chromium,
-    /// A swarm, and a person who asked for a timing measurement.
-    Measurement,
+    pub forge: bool,
+    /// A headless Chromium (`chromium` on the `PATH`).
+    pub chromium: bool,
+    /// A person who asked for a timing measurement (always listed as ignored).
+    pub measurement: bool,
+}
+
+impl Needs {
+    /// Nothing beyond this machine: processes, files, the kernel.
+    pub const LOCAL: Needs = Needs {
+        swarm: false,
+        forge: false,
+        chromium: false,
+        measurement: false,
+    };
+    pub const SWARM: Needs = Needs {
+        swarm: true,
+        ..Needs::LOCAL
+    };
+    pub const FORGE: Needs = Needs {
+        forge: true,
+        ..Needs::LOCAL
+    };
+    pub const CHROMIUM: Needs = Needs {
+        chromium: true,
+        ..Needs::LOCAL
+    };
+    pub const MEASUREMENT: Needs = Needs {
+        swarm: true,
+        measurement: true,
+        ..Needs::LOCAL
+    };
+
+    /// What both need.
+    pub const fn and(self, other: Needs) -> Needs {
+        Needs {
+            swarm: self.swarm || other.swarm,
+            forge: self.forge || other.forge,
+            chromium: self.chromium || other.chromium,
+            measurement: self.measurement || other.measurement,
+        }
+    }
 }
 
 /// One registered test: its full name (`module::function`) and body.
@@ -69,28 +105,27 @@ impl Test {
     }
 }
 
-/// Registers a module's tests: `tests! { local: a, swarm: b, measurement: c }` defines
-/// `pub fn tests() -> Vec<Test>` listing them. Test functions are private `fn()`s, so one that
-/// is left out of the list is dead code, which the crate denies (`#![deny(dead_code)]` in
-/// `main.rs`): a test that is written but never run does not build.
+/// Registers a module's tests: `tests! { local: a, swarm: b, forge + swarm + chromium: c,
+/// measurement: d }` defines `pub fn tests() -> Vec<Test>` listing them. Test functions are
+/// private `fn()`s, so one that is left out of the list is dead code, which the crate denies
+/// (`#![deny(dead_code)]` in `main.rs`): a test that is written but never run does not build.
 #[macro_export]
 macro_rules! tests {
-    ($($needs:ident : $name:ident),* $(,)?) => {
+    ($($needs:ident $(+ $more:ident)* : $name:ident),* $(,)?) => {
         pub fn tests() -> Vec<$crate::support::harness::Test> {
             vec![$($crate::support::harness::Test::new(
                 module_path!(),
                 stringify!($name),
-                $crate::tests!(@needs $needs),
+                $crate::tests!(@needs $needs)$(.and($crate::tests!(@needs $more)))*,
                 $name,
             )),*]
         }
     };
-    (@needs local) => { $crate::support::harness::Needs::Local };
-    (@needs swarm) => { $crate::support::harness::Needs::Swarm };
-    (@needs forge) => { $crate::support::harness::Needs::Forge };
-    (@needs forge_swarm) => { $crate::support::harness::Needs::ForgeSwarm };
-    (@needs chromium) => { $crate::support::harness::Needs::Chromium };
-    (@needs measurement) => { $crate::support::harness::Needs::Measurement };
+    (@needs local) => { $crate::support::harness::Needs::LOCAL };
+    (@needs swarm) => { $crate::support::harness::Needs::SWARM };
+    (@needs forge) => { $crate::support::harness::Needs::FORGE };
+    (@needs chromium) => { $crate::support::harness::Needs::CHROMIUM };
+    (@needs measurement) => { $crate::support::harness::Needs::MEASUREMENT };
 }
 
 /// Whether swarm, forge and chromium tests are listed as ignored, and why.
@@ -115,15 +150,13 @@ pub fn main(tests: Vec<Test>) -> ! {
     // parallelism comes from.
     args.test_threads = Some(1);
     let listing = if args.list || std::env::var_os("NEXTEST").is_none() {
-        let needs = |n: Needs| tests.iter().any(|t| t.needs == n);
+        let any = |need: fn(&Needs) -> bool| tests.iter().any(|t| need(&t.needs));
         Listing::Decided {
-            swarm: (needs(Needs::Swarm) || needs(Needs::Measurement) || needs(Needs::ForgeSwarm))
-                .then(swarm_absence)
-                .flatten(),
-            forge: (needs(Needs::Forge) || needs(Needs::ForgeSwarm))
+            swarm: any(|n| n.swarm).then(swarm_absence).flatten(),
+            forge: any(|n| n.forge)
                 .then(crate::support::forge::absence)
                 .flatten(),
-            chromium: needs(Needs::Chromium)
+            chromium: any(|n| n.chromium)
                 .then(crate::support::chromium::absence)
                 .flatten(),
         }
@@ -136,31 +169,34 @@ pub fn main(tests: Vec<Test>) -> ! {
         chromium,
     } = &listing
     {
-        let count = |n: Needs| tests.iter().filter(|t| t.needs == n).count();
+        // Measurements are counted on their own below.
+        let count = |need: fn(&Needs) -> bool| {
+            tests
+                .iter()
+                .filter(|t| need(&t.needs) && !t.needs.measurement)
+                .count()
+        };
         if let Some(reason) = swarm {
             eprintln!(
                 "it: {} swarm tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` sets up docker and the swarm",
-                count(Needs::Swarm) + count(Needs::ForgeSwarm)
+                count(|n| n.swarm)
             );
         }
         if let Some(reason) = chromium {
             eprintln!(
                 "it: {} chromium tests are ignored (skipped): {reason}; `bash scripts/setup-host.sh` installs it",
-                count(Needs::Chromium)
+                count(|n| n.chromium)
             );
         }
         if let Some(reason) = forge {
             eprintln!(
                 "it: {} forge tests are ignored (skipped): {reason}",
-                count(Needs::Forge) + count(Needs::ForgeSwarm)
+                count(|n| n.forge)
             );
         }
     }
     if !args.list && !args.ignored && !args.include_ignored {
-        let n = tests
-            .iter()
-            .filter(|t| t.needs == Needs::Measurement)
-            .count();
+        let n = tests.iter().filter(|t| t.needs.measurement).count();
         if n > 0 && matches!(listing, Listing::Decided { .. }) {
             eprintln!(
                 "it: {n} measurements (`measure::`) are ignored on purpose; run them with --ignored"
@@ -170,28 +206,30 @@ pub fn main(tests: Vec<Test>) -> ! {
     let trials = tests
         .into_iter()
         .map(|test| {
-            let ignored = match (&listing, test.needs) {
-                (Listing::FollowNextest, _) => args.ignored,
-                (Listing::Decided { .. }, Needs::Local) => false,
-                (Listing::Decided { swarm, .. }, Needs::Swarm) => swarm.is_some(),
-                (Listing::Decided { forge, .. }, Needs::Forge) => forge.is_some(),
-                (Listing::Decided { swarm, forge, .. }, Needs::ForgeSwarm) => {
-                    swarm.is_some() || forge.is_some()
+            let needs = test.needs;
+            let ignored = match &listing {
+                Listing::FollowNextest => args.ignored,
+                Listing::Decided {
+                    swarm,
+                    forge,
+                    chromium,
+                } => {
+                    needs.measurement
+                        || (needs.swarm && swarm.is_some())
+                        || (needs.forge && forge.is_some())
+                        || (needs.chromium && chromium.is_some())
                 }
-                (Listing::Decided { chromium, .. }, Needs::Chromium) => chromium.is_some(),
-                (Listing::Decided { .. }, Needs::Measurement) => true,
             };
-            let (run, needs) = (test.run, test.needs);
+            let run = test.run;
             Trial::test(test.name, move || {
-                match needs {
-                    Needs::Local => {}
-                    Needs::Swarm | Needs::Measurement => crate::support::swarm::require(),
-                    Needs::Forge => crate::support::forge::require(),
-                    Needs::ForgeSwarm => {
-                        crate::support::forge::require();
-                        crate::support::swarm::require();
-                    }
-                    Needs::Chromium => crate::support::chromium::require(),
+                if needs.swarm {
+                    crate::support::swarm::require();
+                }
+                if needs.forge {
+                    crate::support::forge::require();
+                }
+                if needs.chromium {
+                    crate::support::chromium::require();
                 }
                 run();
                 Ok(())
@@ -222,7 +260,7 @@ fn check_registrations(tests: &[Test]) {
     }
     if let Some(t) = tests
         .iter()
-        .find(|t| (t.needs == Needs::Measurement) != t.name.starts_with("measure::"))
+        .find(|t| t.needs.measurement != t.name.starts_with("measure::"))
     {
         eprintln!(
             "it: {}: measurements, and only they, live in the `measure` module",

@@ -1,10 +1,12 @@
 //! What the test modules share: the harness and its registration macro, the `ccci` builder,
 //! sandboxes for runs of the binary, processes and bounded waits, the lock-holder helper, the
-//! swarm check, a headless Chromium for the dashboard, and the forges of the service-mode tests
-//! (a throwaway Gitea, and a recording stand-in for failures a real one cannot be made to give).
+//! swarm check, a headless Chromium for the dashboard (run once per page, or driven over the
+//! DevTools protocol), the forges of the service-mode tests (a throwaway Gitea, and a recording
+//! stand-in for failures a real one cannot be made to give) and the real `ccci serve`.
 
 pub mod ccci;
 pub mod chromium;
+pub mod devtools;
 pub mod forge;
 pub mod harness;
 pub mod helper;

@@ -21,12 +21,21 @@ pub struct ServeProc {
 
 /// The `serve:` section a test runs with: the forge, the token (in a file), the webhook secret,
 /// and whatever else `extra` adds (YAML lines, two-space indented).
-pub fn config(sb: &Sandbox, forge_url: &str, token: &str, secret: Option<&str>, extra: &str) -> String {
+pub fn config(
+    sb: &Sandbox,
+    forge_url: &str,
+    token: &str,
+    secret: Option<&str>,
+    extra: &str,
+) -> String {
     std::fs::write(sb.path("forge-token"), token).unwrap();
     let secrets = match secret {
         Some(secret) => {
             std::fs::write(sb.path("hook-secret"), secret).unwrap();
-            format!("  webhook_secrets: [{{file: {}}}]\n", sb.path("hook-secret").display())
+            format!(
+                "  webhook_secrets: [{{file: {}}}]\n",
+                sb.path("hook-secret").display()
+            )
         }
         None => String::new(),
     };
@@ -63,11 +72,15 @@ impl ServeProc {
         request(&self.url, "GET", path, &[], b"")
     }
 
+    // For tests that deliver webhooks themselves; none is in this crate yet.
+    #[allow(dead_code)]
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
         request(&self.url, "POST", path, headers, body)
     }
 
     /// SIGKILL: serve gets no chance to stop anything.
+    // For tests of what a killed serve leaves; none is in this crate yet.
+    #[allow(dead_code)]
     pub fn kill(self) -> Output {
         self.proc.signal(Signal::SIGKILL);
         self.proc.wait()
@@ -90,7 +103,9 @@ pub fn request(
 ) -> (u16, String) {
     let host = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).expect("connect to serve");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
