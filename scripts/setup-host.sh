@@ -30,7 +30,8 @@ if ! docker info >/dev/null 2>&1; then
   if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
     as_root systemctl start docker
   else
-    as_root sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
+    # A session of its own: the engine outlives the shell (and process group) that started it.
+    as_root setsid -f dockerd >/var/log/dockerd.log 2>&1 </dev/null
   fi
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/dockerd.log"; exit 3; }

@@ -69,7 +69,10 @@ pub enum ServeEvent {
         error: String,
     },
     /// The first poll of a repository: what exists was marked seen, never run.
-    Watching { repo: String, existing: usize },
+    Watching {
+        repo: String,
+        existing: usize,
+    },
     Polled {
         repo: String,
         new_commands: usize,

@@ -41,7 +41,12 @@ CREATE TABLE runs (
     pid INTEGER,
     cancel_verdict TEXT,
     cancel_reason TEXT,
-    reported INTEGER NOT NULL DEFAULT 0
+    reported INTEGER NOT NULL DEFAULT 0,
+    run_dir TEXT
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE INDEX runs_by_pr ON runs (repo, pr, state);
 CREATE INDEX runs_by_state ON runs (state, id);
@@ -163,12 +168,15 @@ pub struct RunRow {
     pub cancel_reason: Option<String>,
     /// Its final status and summary reached the forge.
     pub reported: bool,
+    /// Its run directory's name under runs_dir.
+    pub run_dir: String,
 }
 
 impl RunRow {
-    /// The run's directory name under runs_dir: readable, and unique per database.
+    /// The run's directory name under runs_dir (and its `--run-id`): readable, and unique
+    /// beyond this database, so two serves sharing a runs dir or a swarm never collide.
     pub fn run_dir_id(&self) -> String {
-        format!("s{}-{}-pr{}", self.id, self.recipe, self.pr)
+        self.run_dir.clone()
     }
 
     /// How long it ran (or has been running, at `now_ms`).
@@ -207,6 +215,7 @@ impl RunRow {
             cancel_verdict: row.get("cancel_verdict")?,
             cancel_reason: row.get("cancel_reason")?,
             reported: row.get::<_, i64>("reported")? != 0,
+            run_dir: row.get::<_, Option<String>>("run_dir")?.unwrap_or_default(),
         })
     }
 }
@@ -244,6 +253,8 @@ pub struct Displaced {
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// This database's own tag, part of every run directory's name.
+    tag: String,
 }
 
 pub fn now_ms() -> i64 {
@@ -291,9 +302,11 @@ impl Store {
                 )));
             }
         }
+        let tag = instance_tag(&conn).map_err(fail)?;
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            tag,
         })
     }
 
@@ -349,6 +362,8 @@ impl Store {
                 ],
             )?;
             let id = tx.last_insert_rowid();
+            let run_dir = format!("s{id}-{}-pr{}-{}", new.recipe, new.pr, self.tag);
+            tx.execute("UPDATE runs SET run_dir = ?2 WHERE id = ?1", params![id, run_dir])?;
             get(tx, id).map(Some)
         })
     }
@@ -630,7 +645,7 @@ impl Store {
             let cutoff = now_ms() - max_age.as_millis().min(i64::MAX as u128) as i64;
             let ids = ids_where(
                 tx,
-                "state = 'done' AND (created_ms < ?1 OR id NOT IN
+                "state = 'done' AND (created_ms <= ?1 OR id NOT IN
                     (SELECT id FROM runs WHERE state = 'done' ORDER BY id DESC LIMIT ?2))",
                 params![cutoff, max_runs as i64],
             )?;
@@ -650,6 +665,23 @@ impl Store {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))
     }
+}
+
+/// The database's tag: four hex digits chosen at random when it was created.
+fn instance_tag(conn: &Connection) -> rusqlite::Result<String> {
+    use std::hash::{BuildHasher, Hasher};
+    let existing: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'tag'", [], |r| r.get(0))
+        .optional()?;
+    if let Some(tag) = existing {
+        return Ok(tag);
+    }
+    // std's RandomState is seeded from the OS's randomness: enough for a name.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(now_ms() as u128);
+    let tag = format!("{:04x}", hasher.finish() & 0xffff);
+    conn.execute("INSERT INTO meta (key, value) VALUES ('tag', ?1)", [&tag])?;
+    Ok(tag)
 }
 
 fn get(conn: &Connection, id: i64) -> rusqlite::Result<RunRow> {
@@ -736,6 +768,9 @@ mod tests {
         let first = store.record_command(&command(7, 1)).unwrap().unwrap();
         assert_eq!(first.state, RunState::Received);
         assert_eq!(first.stages, vec![Stage::Install]);
+        let tag = first.run_dir_id().rsplit('-').next().unwrap().to_string();
+        assert_eq!(first.run_dir_id(), format!("s{}-demo-pr1-{tag}", first.id));
+        assert_eq!(tag.len(), 4);
         let mut again = command(7, 1);
         again.trigger = Trigger::Poll;
         assert_eq!(store.record_command(&again).unwrap(), None);

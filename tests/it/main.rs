@@ -26,9 +26,9 @@ mod janitor;
 mod kill_anywhere;
 mod locks;
 mod logs;
-mod serve_e2e;
 mod measure;
 mod serve_browser;
+mod serve_e2e;
 mod teardown;
 
 fn main() {

@@ -33,8 +33,6 @@ crate::tests! {
 }
 
 const SECRET: &str = "serve-browser-secret";
-/// The run directory of run 2, the maintainer's.
-const RUN: &str = "s2-demo-pr1";
 /// How long the run may take, deploy and teardown included, on a busy machine.
 const RUN_WAIT: Duration = Duration::from_secs(180);
 /// How long a page may take to show a live line once the run writes it.
@@ -85,14 +83,15 @@ fn a_real_run_watched_in_a_browser() {
     the_list_shows_both_runs(&mut index, &forge);
 
     // A second run page once the log has lines: it embeds them and streams the rest.
-    serve.line("run 2: started", 1);
+    // The run directory of run 2, the maintainer's.
+    let run = serve.run_dir_of(2);
     wait_until_for(RUN_WAIT, "the run's first stage in its log", &mut || {
-        sb.log(RUN).contains("stage install started")
+        sb.log(&run).contains("stage install started")
     });
     let mut later = browser.open(&format!("{}/runs/2", serve.url));
     // Its stage table: run.json says the stage runs from before the log says it started.
     let stages = texts(&mut later, "#stages tbody tr");
-    let stage_ended = sb.log(RUN).contains("stage install passed");
+    let stage_ended = sb.log(&run).contains("stage install passed");
     assert!(
         stages
             .first()
@@ -128,7 +127,7 @@ fn a_real_run_watched_in_a_browser() {
         log.state == "complete"
     });
     serve.line("run 2: pass", 1);
-    let file: Vec<String> = sb.log(RUN).lines().map(str::to_string).collect();
+    let file: Vec<String> = sb.log(&run).lines().map(str::to_string).collect();
     assert!(
         file.iter().any(|l| l.ends_with("verdict: pass")),
         "{file:#?}"
@@ -203,7 +202,7 @@ fn a_real_run_watched_in_a_browser() {
     drop(browser);
     let out = serve.stop();
     assert_eq!(out.code(), Some(0), "{out}");
-    sb.assert_nothing_left(&sb.record(RUN));
+    sb.assert_nothing_left(&sb.record(&run));
 }
 
 /// The run list while run 2 is not done: both runs, newest first, with what a person reads in

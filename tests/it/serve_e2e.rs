@@ -111,29 +111,55 @@ fn a_testme_comment_through_the_forges_webhook_runs_the_demo_and_reports_back() 
     let sha = forge.pr.head_sha.clone();
 
     let asked = comment(&forge, &forge.maintainer, 1, "!testme install");
-    serve.line("run 1: !testme on coop-cloud/demo#1 by maintainer (via webhook)", 1);
+    serve.line(
+        "run 1: !testme on coop-cloud/demo#1 by maintainer (via webhook)",
+        1,
+    );
     serve.line(&format!("run 1: queued at {sha}"), 1);
+    let run_dir = serve.run_dir_of(1);
     serve.line("run 1: pass", 1);
     wait_until_for(REPORTED, "the success status and the summary", &mut || {
         statuses(&forge, &sha).iter().any(|s| s.0 == "success") && summaries(&forge, 1).len() == 1
     });
     let all = statuses(&forge, &sha);
     let run_page = format!("{}/runs/1", serve.url);
-    let pending = all.iter().find(|s| s.0 == "pending").expect("a pending status");
-    assert_eq!((pending.2.as_str(), pending.3.as_str()), (run_page.as_str(), "ccci"));
+    let pending = all
+        .iter()
+        .find(|s| s.0 == "pending")
+        .expect("a pending status");
+    assert_eq!(
+        (pending.2.as_str(), pending.3.as_str()),
+        (run_page.as_str(), "ccci")
+    );
     assert!(pending.1.contains("testing demo: install"), "{pending:?}");
     let success = all.iter().find(|s| s.0 == "success").unwrap();
-    assert_eq!((success.1.as_str(), success.2.as_str()), ("pass", run_page.as_str()));
+    assert_eq!(
+        (success.1.as_str(), success.2.as_str()),
+        ("pass", run_page.as_str())
+    );
     assert_eq!(
         reactions(&forge, asked),
         [("eyes".to_string(), forge.bot.username.clone())]
     );
     let summary = &summaries(&forge, 1)[0];
-    for part in ["`demo`", "**pass**", "| install | ✅ passed |", "@maintainer", "via webhook"] {
-        assert!(summary.contains(part), "`{part}` not in the summary:\n{summary}");
+    for part in [
+        "`demo`",
+        "**pass**",
+        "| install | ✅ passed |",
+        "@maintainer",
+        "via webhook",
+    ] {
+        assert!(
+            summary.contains(part),
+            "`{part}` not in the summary:\n{summary}"
+        );
     }
-    let record = sb.record("s1-demo-pr1");
-    assert_eq!(record.commit.as_deref(), Some(sha.as_str()), "the PR head was tested");
+    let record = sb.record(&run_dir);
+    assert_eq!(
+        record.commit.as_deref(),
+        Some(sha.as_str()),
+        "the PR head was tested"
+    );
     sb.assert_nothing_left(&record);
 
     // Again: a second run, and the same summary comment edited in place.
@@ -148,7 +174,10 @@ fn a_testme_comment_through_the_forges_webhook_runs_the_demo_and_reports_back() 
     // A forged copy of a delivery is refused, and runs nothing.
     let forged = serve.post(
         "/hook",
-        &[("X-Gitea-Event", "issue_comment"), ("X-Gitea-Signature", "00ff")],
+        &[
+            ("X-Gitea-Event", "issue_comment"),
+            ("X-Gitea-Signature", "00ff"),
+        ],
         b"{}",
     );
     assert_eq!(forged.0, 401, "{forged:?}");
@@ -168,14 +197,24 @@ fn with_no_webhook_polling_runs_new_commands_only_and_refuses_outsiders() {
     let forge = Forge::start();
     // Asked for before serve watched the repository: never run.
     comment(&forge, &forge.maintainer, 1, "!testme install");
-    let sb = sandbox(&forge, None, "  poll_interval: 1s\n  authorize: org_member\n");
+    let sb = sandbox(
+        &forge,
+        None,
+        "  poll_interval: 1s\n  authorize: org_member\n",
+    );
     let mut serve = ServeProc::start(&sb);
-    serve.line("watching coop-cloud/demo: 1 existing comment(s) marked seen", 1);
+    serve.line(
+        "watching coop-cloud/demo: 1 existing comment(s) marked seen",
+        1,
+    );
 
     let outsider = comment(&forge, &forge.outsider, 1, "!testme install");
     serve.line("by outsider (via poll)", 1);
     let refused = serve.line(": refused: outsider may not ask for runs", 1);
-    assert!(refused.contains("404") || refused.contains("not a member"), "{refused}");
+    assert!(
+        refused.contains("404") || refused.contains("not a member"),
+        "{refused}"
+    );
     let asked = comment(&forge, &forge.maintainer, 1, "!testme install");
     let recorded = serve.line("by maintainer (via poll)", 1);
     let run: u64 = recorded
@@ -218,21 +257,25 @@ fn second_pull_request(forge: &Forge) -> (u64, String) {
     assert_eq!(code, 201, "{created}");
     let mut pr = (0, String::new());
     // Pushed branches are recorded from a queue: the pull request can be opened a moment later.
-    wait_until_for(Duration::from_secs(30), "the second pull request to open", &mut || {
-        let (code, opened) = forge.api(
-            &forge.admin.token,
-            "POST",
-            &format!("/repos/{}/pulls", forge.repo),
-            Some(&json!({"head": "second-change", "base": "main", "title": "second"})),
-        );
-        if code == 201 {
-            pr = (
-                opened["number"].as_u64().unwrap(),
-                opened["head"]["sha"].as_str().unwrap().to_string(),
+    wait_until_for(
+        Duration::from_secs(30),
+        "the second pull request to open",
+        &mut || {
+            let (code, opened) = forge.api(
+                &forge.admin.token,
+                "POST",
+                &format!("/repos/{}/pulls", forge.repo),
+                Some(&json!({"head": "second-change", "base": "main", "title": "second"})),
             );
-        }
-        code == 201
-    });
+            if code == 201 {
+                pr = (
+                    opened["number"].as_u64().unwrap(),
+                    opened["head"]["sha"].as_str().unwrap().to_string(),
+                );
+            }
+            code == 201
+        },
+    );
     pr
 }
 
@@ -247,10 +290,10 @@ fn serve_killed_mid_run_reports_it_interrupted_leaks_nothing_and_resumes_the_que
     let mut serve = ServeProc::start(&sb);
     forge.add_webhook(&format!("{}/hook", serve.url), "hook-s3cret");
     comment(&forge, &forge.maintainer, 1, "!testme install");
-    serve.line("run 1: started", 1);
+    let first = serve.run_dir_of(1);
     comment(&forge, &forge.maintainer, second, "!testme install");
     serve.line("run 2: queued", 1);
-    let log = sb.run_dir("s1-demo-pr1").join("log");
+    let log = sb.run_dir(&first).join("log");
     serve.proc.wait_until("run 1 to deploy", || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("deploy done"))
     });
@@ -263,23 +306,33 @@ fn serve_killed_mid_run_reports_it_interrupted_leaks_nothing_and_resumes_the_que
         recovered.contains("1 run(s) interrupted") && recovered.contains("1 waiting"),
         "{recovered}"
     );
+    let second_dir = serve.run_dir_of(2);
     serve.line("run 2: pass", 1);
     let sha = forge.pr.head_sha.clone();
     wait_until_for(REPORTED, "run 1 reported as an error", &mut || {
         statuses(&forge, &sha).iter().any(|s| s.0 == "error")
     });
-    let error = statuses(&forge, &sha).into_iter().find(|s| s.0 == "error").unwrap();
+    let error = statuses(&forge, &sha)
+        .into_iter()
+        .find(|s| s.0 == "error")
+        .unwrap();
     assert!(error.1.contains("interrupted"), "{error:?}");
     wait_until_for(REPORTED, "run 2's success status", &mut || {
-        statuses(&forge, &second_sha).iter().any(|s| s.0 == "success")
+        statuses(&forge, &second_sha)
+            .iter()
+            .any(|s| s.0 == "success")
     });
     // Run 1's own child tore down on its parent's death; nothing of it may be left.
-    let record_path = sb.run_dir("s1-demo-pr1").join("run.json");
-    wait_until_for(Duration::from_secs(120), "run 1's child to finish its teardown", &mut || {
-        ccci::run::record::RunRecord::read(&record_path).is_ok_and(|r| r.finished_at.is_some())
-    });
-    sb.assert_nothing_left(&sb.record("s1-demo-pr1"));
-    sb.assert_nothing_left(&sb.record(&format!("s2-demo-pr{second}")));
+    let record_path = sb.run_dir(&first).join("run.json");
+    wait_until_for(
+        Duration::from_secs(120),
+        "run 1's child to finish its teardown",
+        &mut || {
+            ccci::run::record::RunRecord::read(&record_path).is_ok_and(|r| r.finished_at.is_some())
+        },
+    );
+    sb.assert_nothing_left(&sb.record(&first));
+    sb.assert_nothing_left(&sb.record(&second_dir));
     let out = serve.stop();
     assert_eq!(out.code(), Some(0), "{out}");
 }

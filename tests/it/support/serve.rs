@@ -68,19 +68,24 @@ impl ServeProc {
         self.proc.wait_for_line(text, nth)
     }
 
+    /// Waits until run `run` started, and returns its run directory's name (its run id).
+    pub fn run_dir_of(&mut self, run: i64) -> String {
+        let line = self.line(&format!("run {run}: started (pid "), 1);
+        line.split("run dir ")
+            .nth(1)
+            .map(|rest| rest.trim_end_matches(')').to_string())
+            .unwrap_or_else(|| panic!("no run dir in `{line}`"))
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         request(&self.url, "GET", path, &[], b"")
     }
 
-    // For tests that deliver webhooks themselves; none is in this crate yet.
-    #[allow(dead_code)]
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
         request(&self.url, "POST", path, headers, body)
     }
 
     /// SIGKILL: serve gets no chance to stop anything.
-    // For tests of what a killed serve leaves; none is in this crate yet.
-    #[allow(dead_code)]
     pub fn kill(self) -> Output {
         self.proc.signal(Signal::SIGKILL);
         self.proc.wait()
