@@ -133,6 +133,12 @@ pub struct Tab {
 impl Tab {
     /// Calls a DevTools method and returns its result; a protocol error fails the test.
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|error| panic!("{method}: {error}"))
+    }
+
+    /// Calls a DevTools method: its result, or the protocol error.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let message = json!({"id": id, "method": method, "params": params}).to_string();
@@ -147,9 +153,9 @@ impl Tab {
                 continue;
             }
             if let Some(error) = answer.get("error") {
-                panic!("{method}: {error}");
+                return Err(error.clone());
             }
-            return answer["result"].clone();
+            return Ok(answer["result"].clone());
         }
     }
 
@@ -185,7 +191,19 @@ impl Tab {
     ) -> Value {
         let until = Instant::now() + limit;
         loop {
-            let value = self.eval(expression);
+            // The page may be between two documents (a form sent, a refresh): ask again.
+            let answer = self.try_call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+            );
+            let value = match answer {
+                Ok(result) if result.get("exceptionDetails").is_none() => {
+                    result["result"]["value"].clone()
+                }
+                Ok(result) => panic!("{expression}\nthrew: {}", result["exceptionDetails"]),
+                Err(error) if navigating(&error) => Value::Null,
+                Err(error) => panic!("Runtime.evaluate: {error}"),
+            };
             if holds(&value) {
                 return value;
             }
@@ -391,4 +409,10 @@ fn base64_decode(text: &str) -> Vec<u8> {
         out.extend_from_slice(&bytes[1..group.len()]);
     }
     out
+}
+
+/// A protocol error that only says the page is changing documents.
+fn navigating(error: &Value) -> bool {
+    let message = error["message"].as_str().unwrap_or_default();
+    message.contains("navigated or closed") || message.contains("Cannot find context")
 }
