@@ -15,6 +15,7 @@ use crate::support::serve::{self, ServeProc};
 crate::tests! {
     forge + swarm: a_testme_comment_through_the_forges_webhook_runs_the_demo_and_reports_back,
     forge + swarm: with_no_webhook_polling_runs_new_commands_only_and_refuses_outsiders,
+    forge + swarm: a_newer_testme_supersedes_a_running_run_and_a_push_cancels_one,
     forge + swarm: serve_killed_mid_run_reports_it_interrupted_leaks_nothing_and_resumes_the_queue,
 }
 
@@ -333,6 +334,60 @@ fn serve_killed_mid_run_reports_it_interrupted_leaks_nothing_and_resumes_the_que
     );
     sb.assert_nothing_left(&sb.record(&first));
     sb.assert_nothing_left(&sb.record(&second_dir));
+    let out = serve.stop();
+    assert_eq!(out.code(), Some(0), "{out}");
+}
+
+fn a_newer_testme_supersedes_a_running_run_and_a_push_cancels_one() {
+    let forge = Forge::start();
+    let sb = sandbox(&forge, Some("hook-s3cret"), "  poll_interval: off\n");
+    let mut serve = ServeProc::start(&sb);
+    forge.add_webhook(&format!("{}/hook", serve.url), "hook-s3cret");
+    let deployed = |sb: &Sandbox, run_dir: &str| {
+        std::fs::read_to_string(sb.run_dir(run_dir).join("log"))
+            .is_ok_and(|l| l.contains("deploy done"))
+    };
+
+    comment(&forge, &forge.maintainer, 1, "!testme install");
+    let first = serve.run_dir_of(1);
+    serve.proc.wait_until("run 1 to deploy", || deployed(&sb, &first));
+    // Every stage: long enough for a push to arrive while it runs.
+    comment(&forge, &forge.maintainer, 1, "!testme");
+    let superseded = serve.line("run 1: superseded", 1);
+    assert!(superseded.contains("superseded by run 2"), "{superseded}");
+    let second = serve.run_dir_of(2);
+    serve.proc.wait_until("run 2 to deploy", || deployed(&sb, &second));
+
+    // New commits on the pull request: its running run is cancelled.
+    let (code, pushed) = forge.api(
+        &forge.admin.token,
+        "POST",
+        &format!("/repos/{}/contents/PUSHED.md", forge.repo),
+        Some(&json!({"content": "cHVzaGVkCg==", "message": "more", "branch": forge.pr.head_ref})),
+    );
+    assert_eq!(code, 201, "{pushed}");
+    let cancelled = serve.line("run 2: cancelled", 1);
+    assert!(cancelled.contains("new commits"), "{cancelled}");
+    for run_dir in [&first, &second] {
+        let record = sb.record(run_dir);
+        assert!(record.torn_down, "{run_dir} was torn down");
+        sb.assert_nothing_left(&record);
+    }
+    let sha = forge.pr.head_sha.clone();
+    wait_until_for(REPORTED, "run 2's cancellation on the old head", &mut || {
+        statuses(&forge, &sha)
+            .iter()
+            .any(|s| s.0 == "error" && s.1.contains("cancelled"))
+    });
+    assert!(
+        !statuses(&forge, &sha).iter().any(|s| s.1.contains("superseded")),
+        "a superseded run leaves the status to the run that replaced it"
+    );
+    wait_until_for(REPORTED, "the summary of run 2", &mut || {
+        summaries(&forge, 1)
+            .first()
+            .is_some_and(|s| s.contains("[run 2]") && s.contains("cancelled"))
+    });
     let out = serve.stop();
     assert_eq!(out.code(), Some(0), "{out}");
 }
