@@ -170,10 +170,10 @@ pub fn consider(service: &Service, s: &Sighting) -> crate::error::Result<Seen> {
         // Recorded (so a redelivery stays a duplicate) and closed with the reason, which the
         // summary comment tells the commenter.
         if let Some(closed) = service.store.close(run.id, verdicts::ERROR, &mistake)? {
-            service.report(super::report::Report::Final(closed.id));
+            service.report(&closed, super::report::Report::Final);
         }
     } else {
-        service.triage_wake.notify();
+        service.wake_triage(&run.repo, run.pr);
     }
     Ok(Seen::Recorded(run.id))
 }
@@ -195,7 +195,7 @@ fn pushed(service: &Service, e: &webhook::PullRequestEvent) -> crate::error::Res
         .cancel_pr(&enrolled.repo, e.number, verdicts::CANCELLED, why)?;
     service.stop_runs(&displaced.to_stop, why);
     for closed in &displaced.closed {
-        service.report(super::report::Report::Final(closed.id));
+        service.report(closed, super::report::Report::Final);
     }
     Ok(displaced.to_stop.len() + displaced.closed.len())
 }

@@ -19,6 +19,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn spawn(service: Arc<Service>) -> Result<JoinHandle<()>> {
     thread("poller".into(), move || {
+        let mut wake = service.poll_wake.waiter();
         let mut retention_due = Instant::now();
         while !service.stopping() {
             if Instant::now() >= retention_due {
@@ -34,7 +35,7 @@ pub fn spawn(service: Arc<Service>) -> Result<JoinHandle<()>> {
                 }
             }
             let pause = service.config.poll_interval.unwrap_or(RETENTION_EVERY);
-            service.poll_wake.wait(pause.min(RETENTION_EVERY));
+            wake.wait(pause.min(RETENTION_EVERY));
         }
     })
 }

@@ -1,11 +1,14 @@
-//! Reporting back on the pull request, on one thread of its own so neither the intake nor a
+//! Reporting back on the pull request, on threads of their own so neither the intake nor a
 //! worker ever waits for the forge: the 👀 reaction on the comment, the commit status
 //! (`pending` → `success` / `failure` / `error`, linking the run page, the one-line reason as
 //! description), and one summary comment per pull request, found again by a hidden marker and
 //! edited in place. Calls are retried with backoff on 5xx and timeouts; a run is marked
 //! reported only once its final report landed, so a restart reports what a stop cut off.
 //!
-//! One thread, in order: a run's `pending` always reaches the forge before its final status.
+//! [`REPORTERS`] threads, as each report costs forge round trips and a burst of commands
+//! would otherwise wait in line for them. A pull request's reports all go to the same thread,
+//! in order: a run's `pending` always reaches the forge before its final status, and two
+//! threads never write one pull request's summary comment at once.
 
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -20,39 +23,46 @@ use crate::run::record::RunRecord;
 /// The hidden marker that finds a pull request's summary comment again.
 pub const SUMMARY_MARKER: &str = "<!-- ccci:summary -->";
 
-/// What the reporter is asked to do, by run id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Threads reporting at once.
+pub const REPORTERS: usize = 4;
+
+/// What a reporter is asked to do about a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Report {
     /// 👀 on the comment that asked.
-    Acknowledge(i64),
+    Acknowledge,
     /// The `pending` status on the pull request's head.
-    Pending(i64),
+    Pending,
     /// The final status and the summary comment.
-    Final(i64),
+    Final,
     /// The service is stopping: report what is already asked for, then end.
     Stop,
 }
 
-pub fn spawn(service: Arc<Service>, inbox: Receiver<Report>) -> Result<JoinHandle<()>> {
-    thread("reporter".into(), move || {
-        while let Ok(report) = inbox.recv() {
+/// Starts reporter `n`, taking `(run id, report)`s from `inbox`.
+pub fn spawn(
+    service: Arc<Service>,
+    n: usize,
+    inbox: Receiver<(i64, Report)>,
+) -> Result<JoinHandle<()>> {
+    thread(format!("reporter-{n}"), move || {
+        while let Ok((id, report)) = inbox.recv() {
             if report == Report::Stop {
                 // Whatever was asked before the stop is still worth saying.
-                for report in inbox.try_iter() {
-                    handle(&service, &report);
+                for (id, report) in inbox.try_iter() {
+                    handle(&service, id, report);
                 }
                 return;
             }
-            handle(&service, &report);
+            handle(&service, id, report);
         }
     })
 }
 
-fn handle(service: &Service, report: &Report) {
-    let id = match report {
-        Report::Acknowledge(id) | Report::Pending(id) | Report::Final(id) => *id,
-        Report::Stop => return,
-    };
+fn handle(service: &Service, id: i64, report: Report) {
+    if report == Report::Stop {
+        return;
+    }
     let run = match service.store.get(id) {
         Ok(Some(run)) => run,
         Ok(None) => return,
@@ -64,9 +74,9 @@ fn handle(service: &Service, report: &Report) {
         }
     };
     match report {
-        Report::Acknowledge(_) => acknowledge(service, &run),
-        Report::Pending(_) => pending(service, &run),
-        Report::Final(_) => final_report(service, &run),
+        Report::Acknowledge => acknowledge(service, &run),
+        Report::Pending => pending(service, &run),
+        Report::Final => final_report(service, &run),
         Report::Stop => {}
     }
 }

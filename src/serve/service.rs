@@ -6,6 +6,8 @@
 //! binary gives (it writes them to stderr, which systemd keeps in the journal).
 
 use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,27 +148,47 @@ impl std::fmt::Display for ServeEvent {
 
 pub type EventSink = Box<dyn Fn(ServeEvent) + Send + Sync>;
 
-/// A wake-up call between threads: `notify` sets it, `wait` returns when it is set (clearing
-/// it) or after `timeout`.
+/// A wake-up call between threads: `notify` wakes every [`Waiter`] of it. A call made while
+/// a waiter is busy is not lost (its next `wait` returns at once), and no waiter takes a call
+/// from another: every worker waits on the same one, and a stop must wake them all.
 #[derive(Default)]
 pub struct Wake {
-    flag: Mutex<bool>,
+    calls: Mutex<u64>,
     cv: Condvar,
 }
 
 impl Wake {
     pub fn notify(&self) {
-        *self.flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *self.calls.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         self.cv.notify_all();
     }
 
-    pub fn wait(&self, timeout: Duration) {
-        let guard = self.flag.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut guard, _) = self
+    /// A waiter that has seen every call made so far: make it before looking for work, so a
+    /// call made while looking wakes its next `wait`.
+    pub fn waiter(&self) -> Waiter<'_> {
+        let seen = *self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        Waiter { wake: self, seen }
+    }
+}
+
+/// One thread's place in a [`Wake`]'s calls.
+pub struct Waiter<'a> {
+    wake: &'a Wake,
+    seen: u64,
+}
+
+impl Waiter<'_> {
+    /// Returns when a call came since this waiter last returned (or was made), or after
+    /// `timeout`.
+    pub fn wait(&mut self, timeout: Duration) {
+        let guard = self.wake.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = self.seen;
+        let (guard, _) = self
+            .wake
             .cv
-            .wait_timeout_while(guard, timeout, |set| !*set)
+            .wait_timeout_while(guard, timeout, |calls| *calls == seen)
             .unwrap_or_else(|p| p.into_inner());
-        *guard = false;
+        self.seen = *guard;
     }
 }
 
@@ -189,10 +211,13 @@ pub struct Service {
     /// The forge account serve speaks as; its own comments are never commands.
     pub bot_login: String,
     sink: EventSink,
-    pub triage_wake: Wake,
+    /// One per triage thread: a command wakes only the thread of its pull request.
+    triage_wakes: Vec<Wake>,
     pub worker_wake: Wake,
     pub poll_wake: Wake,
-    reports: Mutex<mpsc::Sender<Report>>,
+    checkpoint_wake: Wake,
+    /// One inbox per reporter thread.
+    reports: Mutex<Vec<mpsc::Sender<(i64, Report)>>>,
     /// Run id → the pid of its `ccci test` child, while it runs.
     children: Mutex<HashMap<i64, i32>>,
     stopping: AtomicBool,
@@ -207,11 +232,31 @@ impl Service {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Hands a report to the reporter thread; never blocks on the forge.
-    pub fn report(&self, report: Report) {
-        let sender = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        // The reporter only stops with the service; a report sent then is moot.
-        let _ = sender.send(report);
+    /// Wakes the triage thread of pull request `pr` of `repo`: a command is waiting.
+    pub fn wake_triage(&self, repo: &str, pr: u64) {
+        self.triage_wakes[lane(repo, pr, self.triage_wakes.len())].notify();
+    }
+
+    /// What triage thread `n` waits on.
+    pub fn triage_wake(&self, n: usize) -> &Wake {
+        &self.triage_wakes[n]
+    }
+
+    /// Hands a report on `run` to a reporter thread; never blocks on the forge. Its pull
+    /// request chooses the thread, so one pull request's reports keep their order.
+    pub fn report(&self, run: &RunRow, report: Report) {
+        let senders = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lane(&run.repo, run.pr, senders.len());
+        // The reporters only stop with the service; a report sent then is moot.
+        let _ = senders[lane].send((run.id, report));
+    }
+
+    /// Tells every reporter thread to say what it was asked to, then end.
+    fn stop_reporting(&self) {
+        let senders = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        for sender in senders.iter() {
+            let _ = sender.send((0, Report::Stop));
+        }
     }
 
     pub fn child_started(&self, run: i64, pid: i32) {
@@ -284,10 +329,13 @@ impl Running {
             .in_state(super::store::RunState::Running)
             .unwrap_or_default();
         self.service.stop_runs(&running, "ccci serve is stopping");
-        self.service.triage_wake.notify();
+        for wake in &self.service.triage_wakes {
+            wake.notify();
+        }
         self.service.worker_wake.notify();
         self.service.poll_wake.notify();
-        self.service.report(Report::Stop);
+        self.service.checkpoint_wake.notify();
+        self.service.stop_reporting();
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -332,7 +380,9 @@ pub fn start(
         config.public_url = format!("http://{addr}");
     }
     let server = Arc::new(server);
-    let (reports, inbox) = mpsc::channel();
+    let (reports, inboxes): (Vec<_>, Vec<_>) = (0..super::report::REPORTERS)
+        .map(|_| mpsc::channel())
+        .unzip();
     let service = Arc::new(Service {
         config,
         core,
@@ -343,21 +393,29 @@ pub fn start(
         forge,
         bot_login,
         sink,
-        triage_wake: Wake::default(),
+        triage_wakes: (0..super::triage::TRIAGERS)
+            .map(|_| Wake::default())
+            .collect(),
         worker_wake: Wake::default(),
         poll_wake: Wake::default(),
+        checkpoint_wake: Wake::default(),
         reports: Mutex::new(reports),
         children: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
     });
     let mut threads = Vec::new();
-    threads.push(super::report::spawn(service.clone(), inbox)?);
+    for (n, inbox) in inboxes.into_iter().enumerate() {
+        threads.push(super::report::spawn(service.clone(), n, inbox)?);
+    }
     super::triage::recover(&service)?;
-    threads.push(super::triage::spawn(service.clone())?);
+    for lane in 0..super::triage::TRIAGERS {
+        threads.push(super::triage::spawn(service.clone(), lane)?);
+    }
     for n in 0..service.config.concurrency {
         threads.push(super::worker::spawn(service.clone(), n)?);
     }
     threads.push(super::poll::spawn(service.clone())?);
+    threads.push(checkpoints(service.clone())?);
     for n in 0..super::http::ACCEPTORS {
         threads.push(super::http::spawn(service.clone(), server.clone(), n)?);
     }
@@ -373,10 +431,97 @@ pub fn start(
     })
 }
 
+/// How often the store's write-ahead log is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Checkpoints the store every [`CHECKPOINT_EVERY`], and once more at stop.
+fn checkpoints(service: Arc<Service>) -> Result<JoinHandle<()>> {
+    let checkpointer = service.store.checkpointer()?;
+    thread("checkpoint".into(), move || {
+        let mut wake = service.checkpoint_wake.waiter();
+        loop {
+            wake.wait(CHECKPOINT_EVERY);
+            if let Err(e) = checkpointer.run() {
+                service.emit(ServeEvent::Trouble {
+                    what: e.to_string(),
+                });
+            }
+            if service.stopping() {
+                return;
+            }
+        }
+    })
+}
+
+/// Which of `lanes` threads handles pull request `pr` of `repo`: always the same one, so
+/// the work on one pull request keeps its order while pull requests proceed side by side.
+pub fn lane(repo: &str, pr: u64, lanes: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    repo.to_ascii_lowercase().hash(&mut hasher);
+    pr.hash(&mut hasher);
+    (hasher.finish() % lanes.max(1) as u64) as usize
+}
+
 /// Spawns a named thread; a name is how a stuck thread is found in a stack dump.
 pub fn thread(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(f)
         .map_err(|e| Error::Infra(format!("cannot start the {name} thread: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn one_call_wakes_every_waiter_and_none_is_lost_while_busy() {
+        let wake = Wake::default();
+        let (mut a, mut b) = (wake.waiter(), wake.waiter());
+        let long = Duration::from_secs(20);
+        std::thread::scope(|s| {
+            let a = s.spawn(move || {
+                let started = Instant::now();
+                a.wait(long);
+                started.elapsed()
+            });
+            let b = s.spawn(move || {
+                let started = Instant::now();
+                b.wait(long);
+                started.elapsed()
+            });
+            wake.notify();
+            for waited in [a.join().unwrap(), b.join().unwrap()] {
+                assert!(waited < long / 2, "a waiter slept through the call");
+            }
+        });
+        // A call made before a wait (the waiter was busy) is answered at once, only once.
+        let mut c = wake.waiter();
+        wake.notify();
+        let started = Instant::now();
+        c.wait(long);
+        assert!(
+            started.elapsed() < long / 2,
+            "the call made while busy was lost"
+        );
+        let pause = Duration::from_millis(30);
+        let started = Instant::now();
+        c.wait(pause);
+        assert!(
+            started.elapsed() >= pause,
+            "one call woke the same waiter twice"
+        );
+    }
+
+    #[test]
+    fn every_lane_is_used_and_a_pull_request_keeps_its_lane() {
+        let lanes: std::collections::HashSet<usize> =
+            (1..=64).map(|pr| lane("coop-cloud/demo", pr, 4)).collect();
+        assert_eq!(lanes.len(), 4, "some thread never gets work");
+        assert!(lanes.iter().all(|l| *l < 4));
+        assert_eq!(lane("coop-cloud/demo", 7, 4), lane("Coop-Cloud/Demo", 7, 4));
+        assert_eq!(lane("coop-cloud/demo", 7, 1), 0);
+    }
 }

@@ -250,8 +250,48 @@ pub struct Displaced {
     pub closed: Vec<RunRow>,
 }
 
+/// Checkpoints the store's write-ahead log from a thread of its own, so the disk syncs a
+/// checkpoint takes never happen inside a transaction others wait for.
+pub struct Checkpointer {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Checkpointer {
+    /// Copies what it can of the log into the database without waiting for readers or
+    /// writers; returns the log's length and how much of it is copied, in pages.
+    pub fn run(&self) -> Result<(i64, i64)> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| {
+                Error::Infra(format!(
+                    "serve database {}: checkpoint: {e}",
+                    self.path.display()
+                ))
+            })
+    }
+}
+
+/// What [`Store::queue`] did with a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Queueing {
+    /// Queued; the older runs of its pull request it displaced.
+    Queued(Displaced),
+    /// Closed as superseded by a newer command on its pull request (returned, to report).
+    Superseded(Box<RunRow>),
+    /// No longer waiting (cancelled meanwhile): nothing was done.
+    NotWaiting,
+}
+
 pub struct Store {
+    /// Every write, one transaction at a time.
     conn: Mutex<Connection>,
+    /// Reads beside the writes. In WAL mode neither waits for the other, so a delivery being
+    /// recorded never queues behind a page being rendered or a run being looked up, nor the
+    /// reverse.
+    reader: Mutex<Connection>,
     path: PathBuf,
     /// This database's own tag, part of every run directory's name.
     tag: String,
@@ -280,9 +320,16 @@ impl Store {
         };
         let conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        // Every statement is kept compiled: the intake records a delivery without parsing SQL.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        // SQLite checkpoints in whichever commit crosses the threshold — a delivery's, say —
+        // and a checkpoint syncs the disk. [`Checkpointer`] does it beside the writes; this
+        // threshold (about 40 MB of log) is only the backstop.
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(fail)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -303,8 +350,15 @@ impl Store {
             }
         }
         let tag = instance_tag(&conn).map_err(fail)?;
+        let reader = Connection::open(path).map_err(fail)?;
+        reader.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        reader.set_prepared_statement_cache_capacity(64);
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(fail)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             path: path.to_path_buf(),
             tag,
         })
@@ -314,6 +368,22 @@ impl Store {
         // A thread that panicked while holding the connection left no half-done transaction:
         // rusqlite rolls back on drop. The connection itself is still sound.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection of its own that moves the write-ahead log into the database file.
+    pub fn checkpointer(&self) -> Result<Checkpointer> {
+        let conn = Connection::open(&self.path).map_err(|e| self.err(e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| self.err(e))?;
+        Ok(Checkpointer {
+            conn,
+            path: self.path.clone(),
+        })
+    }
+
+    /// The connection for reads outside transactions: it sees the last commit.
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
@@ -336,20 +406,28 @@ impl Store {
 
     /// Records a command, unless its comment was seen before (by either path): then `None`.
     pub fn record_command(&self, new: &NewRun) -> Result<Option<RunRow>> {
+        // A redelivery is told by a read, without waiting for the writer; two deliveries of a
+        // new comment at once both pass here, and the insert below keeps only one.
+        if self.is_seen(new.comment_id)? {
+            return Ok(None);
+        }
         self.transaction(|tx| {
             let now = now_ms();
-            let fresh = tx.execute(
-                "INSERT OR IGNORE INTO seen_comments (comment_id, repo, seen_ms) VALUES (?1, ?2, ?3)",
-                params![new.comment_id as i64, new.repo, now],
-            )? == 1;
+            let fresh = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO seen_comments (comment_id, repo, seen_ms) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![new.comment_id as i64, new.repo, now])?
+                == 1;
             if !fresh {
                 return Ok(None);
             }
             let stages: Vec<&str> = new.stages.iter().map(|s| s.as_str()).collect();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9)",
-                params![
+            )?
+            .execute(params![
                     new.repo,
                     new.recipe,
                     new.pr as i64,
@@ -383,7 +461,7 @@ impl Store {
     }
 
     pub fn is_seen(&self, comment_id: u64) -> Result<bool> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT 1 FROM seen_comments WHERE comment_id = ?1",
                 [comment_id as i64],
@@ -397,7 +475,7 @@ impl Store {
     /// Where the last poll of `repo` got to (the forge's `updated_at` of the newest comment
     /// seen); `None` before the first poll.
     pub fn watermark(&self, repo: &str) -> Result<Option<String>> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT since FROM poll_watermarks WHERE repo = ?1",
                 [repo],
@@ -420,19 +498,43 @@ impl Store {
 
     /// The run was authorized and its pull request's head is known: queue it. Older runs of
     /// the same pull request are superseded: queued ones closed at once, running ones marked
-    /// to stop (the caller signals them).
-    pub fn queue(&self, id: i64, head_sha: &str, pr_url: Option<&str>) -> Result<Displaced> {
+    /// to stop (the caller signals them). When a newer command on the pull request is already
+    /// waiting or running, this run is the one superseded: the newest command wins, whatever
+    /// order triage saw them in.
+    pub fn queue(&self, id: i64, head_sha: &str, pr_url: Option<&str>) -> Result<Queueing> {
         self.transaction(|tx| {
             let run = get(tx, id)?;
-            let changed = tx.execute(
-                "UPDATE runs SET state = 'queued', head_sha = ?2, pr_url = ?3 WHERE id = ?1 AND state = 'received'",
+            if run.state != RunState::Received {
+                return Ok(Queueing::NotWaiting);
+            }
+            let newer: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, requested_by FROM runs WHERE repo = ?1 AND pr = ?2 AND id > ?3
+                     AND (state IN ('received', 'queued') OR (state = 'running' AND cancel_verdict IS NULL))
+                     ORDER BY id DESC LIMIT 1",
+                    params![run.repo, run.pr as i64, id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((newer, by)) = newer {
+                tx.execute(
+                    "UPDATE runs SET state = 'done', verdict = ?2, reason = ?3, finished_ms = ?4 WHERE id = ?1",
+                    params![
+                        id,
+                        verdicts::SUPERSEDED,
+                        format!("superseded by run {newer}, asked for by {by}"),
+                        now_ms()
+                    ],
+                )?;
+                return get(tx, id).map(|run| Queueing::Superseded(Box::new(run)));
+            }
+            tx.execute(
+                "UPDATE runs SET state = 'queued', head_sha = ?2, pr_url = ?3 WHERE id = ?1",
                 params![id, head_sha, pr_url],
             )?;
-            if changed == 0 {
-                return Ok(Displaced::default());
-            }
             let reason = format!("superseded by run {id}, asked for by {}", run.requested_by);
             displace(tx, &run.repo, run.pr, Some(id), verdicts::SUPERSEDED, &reason)
+                .map(Queueing::Queued)
         })
     }
 
@@ -523,6 +625,20 @@ impl Store {
         })
     }
 
+    /// The runs recorded and not yet triaged, oldest first, as (id, repository, pull
+    /// request): enough to choose who triages each, without reading whole rows.
+    pub fn received(&self) -> Result<Vec<(i64, String, u64)>> {
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, repo, pr FROM runs WHERE state = 'received' ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| self.err(e))
+    }
+
     /// Runs in `state`, oldest first.
     pub fn in_state(&self, state: RunState) -> Result<Vec<RunRow>> {
         self.query(
@@ -547,7 +663,7 @@ impl Store {
     }
 
     pub fn get(&self, id: i64) -> Result<Option<RunRow>> {
-        let conn = self.conn();
+        let conn = self.read();
         get(&conn, id).optional().map_err(|e| self.err(e))
     }
 
@@ -577,7 +693,7 @@ impl Store {
 
     /// The recipes runs were recorded for.
     pub fn recipes(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare("SELECT DISTINCT recipe FROM runs ORDER BY recipe")
             .map_err(|e| self.err(e))?;
@@ -589,7 +705,7 @@ impl Store {
     }
 
     pub fn summary_comment(&self, repo: &str, pr: u64) -> Result<Option<u64>> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT comment_id FROM summary_comments WHERE repo = ?1 AND pr = ?2",
                 params![repo, pr as i64],
@@ -612,9 +728,9 @@ impl Store {
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        let conn = self.conn();
+        let conn = self.read();
         let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, u64)>> {
-            let mut stmt = conn.prepare(sql)?;
+            let mut stmt = conn.prepare_cached(sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
         };
@@ -625,7 +741,7 @@ impl Store {
         )
         .map_err(|e| self.err(e))?;
         let mut stmt = conn
-            .prepare("SELECT finished_ms - started_ms FROM runs WHERE state = 'done' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL")
+            .prepare_cached("SELECT finished_ms - started_ms FROM runs WHERE state = 'done' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL")
             .map_err(|e| self.err(e))?;
         let durations = stmt
             .query_map([], |r| Ok(r.get::<_, i64>(0)?.max(0) as f64 / 1000.0))
@@ -638,8 +754,8 @@ impl Store {
         })
     }
 
-    /// Forgets finished runs older than `max_age` and all but the newest `max_runs` finished
-    /// ones; returns them, so their run directories can go too.
+    /// Forgets finished runs `max_age` old or older (a zero age: every one) and all but the
+    /// newest `max_runs` finished ones; returns them, so their run directories can go too.
     pub fn prune(&self, max_age: Duration, max_runs: usize) -> Result<Vec<RunRow>> {
         self.transaction(|tx| {
             let cutoff = now_ms() - max_age.as_millis().min(i64::MAX as u128) as i64;
@@ -659,8 +775,8 @@ impl Store {
     }
 
     fn query(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<RunRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         stmt.query_map(params, RunRow::from_row)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| self.err(e))
@@ -685,7 +801,8 @@ fn instance_tag(conn: &Connection) -> rusqlite::Result<String> {
 }
 
 fn get(conn: &Connection, id: i64) -> rusqlite::Result<RunRow> {
-    conn.query_row(&format!("{SELECT} WHERE id = ?1"), [id], RunRow::from_row)
+    conn.prepare_cached("SELECT * FROM runs WHERE id = ?1")?
+        .query_row([id], RunRow::from_row)
 }
 
 fn ids_where(
@@ -693,7 +810,7 @@ fn ids_where(
     condition: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT id FROM runs WHERE {condition} ORDER BY id"
     ))?;
     let rows = stmt.query_map(params, |r| r.get(0))?;
@@ -790,14 +907,18 @@ mod tests {
         let b = store.record_command(&command(2, 1)).unwrap().unwrap();
         let other_pr = store.record_command(&command(3, 2)).unwrap().unwrap();
         store.queue(other_pr.id, "ccc", None).unwrap();
-        let d = store.queue(b.id, "bbb", None).unwrap();
+        let Queueing::Queued(d) = store.queue(b.id, "bbb", None).unwrap() else {
+            panic!("b was not queued");
+        };
         assert_eq!(
             d.to_stop.iter().map(|r| r.id).collect::<Vec<_>>(),
             vec![a.id]
         );
         assert!(d.closed.is_empty());
         let c = store.record_command(&command(4, 1)).unwrap().unwrap();
-        let d = store.queue(c.id, "ccc", None).unwrap();
+        let Queueing::Queued(d) = store.queue(c.id, "ccc", None).unwrap() else {
+            panic!("c was not queued");
+        };
         assert_eq!(
             d.closed.iter().map(|r| r.id).collect::<Vec<_>>(),
             vec![b.id]
@@ -815,6 +936,65 @@ mod tests {
             store.get(other_pr.id).unwrap().unwrap().state,
             RunState::Queued
         );
+    }
+
+    #[test]
+    fn the_newest_command_wins_whichever_is_triaged_first() {
+        let (_d, store) = store();
+        let older = store.record_command(&command(1, 1)).unwrap().unwrap();
+        let newer = store.record_command(&command(2, 1)).unwrap().unwrap();
+        // The older one is looked at first: it is closed, the newer one stays waiting.
+        let Queueing::Superseded(closed) = store.queue(older.id, "aaa", None).unwrap() else {
+            panic!("the older command was queued over a newer one");
+        };
+        assert_eq!(closed.id, older.id);
+        assert_eq!(closed.verdict.as_deref(), Some(verdicts::SUPERSEDED));
+        assert!(
+            closed
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains(&format!("run {}", newer.id))
+        );
+        assert_eq!(
+            store.get(newer.id).unwrap().unwrap().state,
+            RunState::Received
+        );
+        assert_eq!(
+            store.queue(newer.id, "bbb", None).unwrap(),
+            Queueing::Queued(Displaced::default())
+        );
+        // A run no longer waiting is left alone.
+        assert_eq!(
+            store.queue(older.id, "aaa", None).unwrap(),
+            Queueing::NotWaiting
+        );
+        let cancelled = store.record_command(&command(3, 2)).unwrap().unwrap();
+        store
+            .cancel_pr("coop-cloud/demo", 2, verdicts::CANCELLED, "pushed")
+            .unwrap();
+        assert_eq!(
+            store.queue(cancelled.id, "ccc", None).unwrap(),
+            Queueing::NotWaiting
+        );
+    }
+
+    #[test]
+    fn the_checkpointer_moves_the_log_into_the_database() {
+        let (_d, store) = store();
+        for c in 1..=20 {
+            store.record_command(&command(c, c)).unwrap().unwrap();
+        }
+        let checkpointer = store.checkpointer().unwrap();
+        let (log, copied) = checkpointer.run().unwrap();
+        assert!(log > 0, "the writes left no log to checkpoint");
+        assert_eq!(
+            copied, log,
+            "a passive checkpoint with nobody reading copies it all"
+        );
+        // Reads and writes go on as before.
+        assert_eq!(store.list(&ListFilter::default()).unwrap().len(), 20);
+        assert!(store.record_command(&command(21, 21)).unwrap().is_some());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Between recording a command and queueing it: is the commenter allowed to ask (the forge's
 //! answer, never the pull request's), and which commit is the pull request's head? Runs on
-//! its own thread so the intake never waits for the forge. Also the recovery serve does when
-//! it starts: runs the last serve left running are closed as interrupted and reported, their
-//! apps reaped through the janitor, and waiting runs resume.
+//! threads of its own so the intake never waits for the forge: [`TRIAGERS`] of them, as each
+//! command costs forge round trips, and a burst of commands would otherwise wait in line for
+//! them. Also the recovery serve does when it starts: runs the last serve left running are
+//! closed as interrupted and reported, their apps reaped through the janitor, and waiting
+//! runs resume.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -10,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::forge::authorize;
 use super::report::Report;
-use super::service::{ServeEvent, Service, thread};
-use super::store::{RunRow, RunState, now_ms, verdicts};
+use super::service::{ServeEvent, Service, lane, thread};
+use super::store::{Queueing, RunRow, RunState, now_ms, verdicts};
 use crate::error::Result;
 
 /// How often waiting runs are looked at even without a wake-up (a forge that failed
@@ -20,23 +22,41 @@ const RETRY_EVERY: Duration = Duration::from_secs(5);
 /// A run whose pull request cannot be read for this long is closed as an error.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
-pub fn spawn(service: Arc<Service>) -> Result<JoinHandle<()>> {
-    thread("triage".into(), move || {
+/// Threads triaging commands at once. The commands of one pull request all go to the same
+/// thread, oldest first, so a newer command is never looked at before an older one.
+pub const TRIAGERS: usize = 4;
+
+/// Starts triage thread `n` (of [`TRIAGERS`]).
+pub fn spawn(service: Arc<Service>, n: usize) -> Result<JoinHandle<()>> {
+    thread(format!("triage-{n}"), move || {
+        let mut wake = service.triage_wake(n).waiter();
         while !service.stopping() {
-            match service.store.in_state(RunState::Received) {
-                Ok(runs) => {
-                    for run in runs {
+            match service.store.received() {
+                Ok(waiting) => {
+                    let mine = waiting
+                        .into_iter()
+                        .filter(|(_, repo, pr)| lane(repo, *pr, TRIAGERS) == n);
+                    for (id, _, _) in mine {
                         if service.stopping() {
                             return;
                         }
-                        triage(&service, &run);
+                        // Read afresh: a push may have cancelled it since.
+                        match service.store.get(id) {
+                            Ok(Some(run)) if run.state == RunState::Received => {
+                                triage(&service, &run)
+                            }
+                            Ok(_) => {}
+                            Err(e) => service.emit(ServeEvent::Trouble {
+                                what: format!("run {id}: {e}"),
+                            }),
+                        }
                     }
                 }
                 Err(e) => service.emit(ServeEvent::Trouble {
                     what: format!("cannot read the queue: {e}"),
                 }),
             }
-            service.triage_wake.wait(RETRY_EVERY);
+            wake.wait(RETRY_EVERY);
         }
     })
 }
@@ -54,7 +74,7 @@ fn triage(service: &Service, run: &RunRow) {
             }
             service.store.close(run.id, verdict, &reason).map(|closed| {
                 if let Some(closed) = closed {
-                    service.report(Report::Final(closed.id));
+                    service.report(&closed, Report::Final);
                 }
             })
         }
@@ -127,16 +147,25 @@ fn decide(service: &Service, run: &RunRow) -> Decision {
 }
 
 fn queue(service: &Service, run: &RunRow, head: &str, url: &str) -> Result<()> {
-    let displaced = service.store.queue(run.id, head, Some(url))?;
+    let displaced = match service.store.queue(run.id, head, Some(url))? {
+        Queueing::Queued(displaced) => displaced,
+        Queueing::Superseded(closed) => {
+            service.report(&closed, Report::Final);
+            return Ok(());
+        }
+        // Cancelled meanwhile (new commits): that was reported already.
+        Queueing::NotWaiting => return Ok(()),
+    };
     service.emit(ServeEvent::Queued {
         run: run.id,
         head: head.to_string(),
     });
-    service.report(Report::Acknowledge(run.id));
-    service.report(Report::Pending(run.id));
+    // The status first: it is what the pull request shows; the reaction only acknowledges.
+    service.report(run, Report::Pending);
+    service.report(run, Report::Acknowledge);
     service.stop_runs(&displaced.to_stop, &format!("superseded by run {}", run.id));
     for closed in displaced.closed {
-        service.report(Report::Final(closed.id));
+        service.report(&closed, Report::Final);
     }
     service.worker_wake.notify();
     Ok(())
@@ -149,7 +178,7 @@ pub fn recover(service: &Arc<Service>) -> Result<()> {
         .store
         .recover("ccci serve stopped while the run was running")?;
     for run in service.store.unreported()? {
-        service.report(Report::Final(run.id));
+        service.report(&run, Report::Final);
     }
     let waiting = service.store.in_state(RunState::Received)?.len()
         + service.store.in_state(RunState::Queued)?.len();

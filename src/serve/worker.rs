@@ -21,6 +21,7 @@ use crate::run::record::RunRecord;
 
 pub fn spawn(service: Arc<Service>, n: usize) -> Result<JoinHandle<()>> {
     thread(format!("worker-{n}"), move || {
+        let mut wake = service.worker_wake.waiter();
         while !service.stopping() {
             match service.store.claim_next(service.config.concurrency) {
                 Ok(Some(run)) => {
@@ -28,12 +29,12 @@ pub fn spawn(service: Arc<Service>, n: usize) -> Result<JoinHandle<()>> {
                     // A slot is free: another worker may take the next run.
                     service.worker_wake.notify();
                 }
-                Ok(None) => service.worker_wake.wait(Duration::from_secs(5)),
+                Ok(None) => wake.wait(Duration::from_secs(5)),
                 Err(e) => {
                     service.emit(ServeEvent::Trouble {
                         what: format!("cannot take the next run: {e}"),
                     });
-                    service.worker_wake.wait(Duration::from_secs(5));
+                    wake.wait(Duration::from_secs(5));
                 }
             }
         }
@@ -90,7 +91,7 @@ fn execute(service: &Service, run: &RunRow) {
             what: format!("run {}: cannot record its verdict: {e}", run.id),
         }),
     }
-    service.report(Report::Final(run.id));
+    service.report(run, Report::Final);
 }
 
 fn stderr_file(service: &Service, run: &RunRow) -> std::path::PathBuf {
