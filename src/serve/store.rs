@@ -135,6 +135,10 @@ pub struct NewRun {
     pub requested_by: String,
     pub trigger: Trigger,
     pub stages: Vec<Stage>,
+    /// What is wrong with the command (a stage ccci does not know), kept as the run's reason
+    /// while it waits: triage closes the run with it once the commenter may ask at all, so
+    /// nobody else is answered on the pull request.
+    pub mistake: Option<String>,
 }
 
 /// One run as stored.
@@ -334,8 +338,8 @@ impl Store {
             }
             let stages: Vec<&str> = new.stages.iter().map(|s| s.as_str()).collect();
             tx.execute(
-                "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9)",
+                "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9, ?10)",
                 params![
                     new.repo,
                     new.recipe,
@@ -345,7 +349,8 @@ impl Store {
                     new.requested_by,
                     new.trigger.as_str(),
                     stages.join(","),
-                    now
+                    now,
+                    new.mistake
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -405,7 +410,8 @@ impl Store {
 
     /// The run was authorized and its pull request's head is known: queue it. Older runs of
     /// the same pull request are superseded: queued ones closed at once, running ones marked
-    /// to stop (the caller signals them).
+    /// to stop (the caller signals them). Newer ones are left alone: a command recorded after
+    /// this one, still waiting for its own authorization, is not this one's to close.
     pub fn queue(&self, id: i64, head_sha: &str, pr_url: Option<&str>) -> Result<Displaced> {
         self.transaction(|tx| {
             let run = get(tx, id)?;
@@ -668,26 +674,27 @@ fn ids_where(
     rows.collect()
 }
 
-/// Closes a pull request's unfinished runs other than `keep`: received and queued ones at
-/// once, running ones marked to stop with `verdict`.
+/// Closes a pull request's unfinished runs — every one, or with `older_than` only those
+/// recorded before that run: received and queued ones at once, running ones marked to stop
+/// with `verdict`.
 fn displace(
     tx: &Connection,
     repo: &str,
     pr: u64,
-    keep: Option<i64>,
+    older_than: Option<i64>,
     verdict: &str,
     reason: &str,
 ) -> rusqlite::Result<Displaced> {
-    let keep = keep.unwrap_or(-1);
+    let below = older_than.unwrap_or(i64::MAX);
     let waiting = ids_where(
         tx,
-        "repo = ?1 AND pr = ?2 AND id != ?3 AND state IN ('received', 'queued')",
-        params![repo, pr as i64, keep],
+        "repo = ?1 AND pr = ?2 AND id < ?3 AND state IN ('received', 'queued')",
+        params![repo, pr as i64, below],
     )?;
     let running = ids_where(
         tx,
-        "repo = ?1 AND pr = ?2 AND id != ?3 AND state = 'running' AND cancel_verdict IS NULL",
-        params![repo, pr as i64, keep],
+        "repo = ?1 AND pr = ?2 AND id < ?3 AND state = 'running' AND cancel_verdict IS NULL",
+        params![repo, pr as i64, below],
     )?;
     let mut displaced = Displaced::default();
     for id in waiting {
@@ -727,6 +734,7 @@ mod tests {
             requested_by: "maintainer".into(),
             trigger: Trigger::Webhook,
             stages: vec![Stage::Install],
+            mistake: None,
         }
     }
 
@@ -779,6 +787,27 @@ mod tests {
         assert_eq!(
             store.get(other_pr.id).unwrap().unwrap().state,
             RunState::Queued
+        );
+    }
+
+    #[test]
+    fn an_older_command_queued_late_leaves_newer_ones_alone() {
+        let (_d, store) = store();
+        let older = store.record_command(&command(1, 1)).unwrap().unwrap();
+        let newer = store.record_command(&command(2, 1)).unwrap().unwrap();
+        // The newer one waits for its own authorization; queueing the older one is no
+        // reason to close it.
+        let d = store.queue(older.id, "aaa", None).unwrap();
+        assert_eq!(d, Displaced::default());
+        assert_eq!(
+            store.get(newer.id).unwrap().unwrap().state,
+            RunState::Received
+        );
+        // Queued in its turn, the newer one supersedes the older.
+        let d = store.queue(newer.id, "aaa", None).unwrap();
+        assert_eq!(
+            d.closed.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![older.id]
         );
     }
 
