@@ -27,6 +27,7 @@ mod kill_anywhere;
 mod locks;
 mod logs;
 mod measure;
+mod serve_intake;
 mod teardown;
 
 fn main() {
@@ -49,6 +50,7 @@ fn main() {
         locks::tests(),
         logs::tests(),
         measure::tests(),
+        serve_intake::tests(),
         teardown::tests(),
     ]
     .into_iter()

@@ -11,5 +11,6 @@ pub mod helper;
 pub mod proc;
 pub mod recording_forge;
 pub mod sandbox;
+pub mod serve;
 pub mod stack;
 pub mod swarm;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::ccci::{Output, Running};
+use super::ccci::{Ccci, Output, Running};
 use super::sandbox::Sandbox;
 
 /// How long a serve test may take end to end.
@@ -21,12 +21,21 @@ pub struct ServeProc {
 
 /// The `serve:` section a test runs with: the forge, the token (in a file), the webhook secret,
 /// and whatever else `extra` adds (YAML lines, two-space indented).
-pub fn config(sb: &Sandbox, forge_url: &str, token: &str, secret: Option<&str>, extra: &str) -> String {
+pub fn config(
+    sb: &Sandbox,
+    forge_url: &str,
+    token: &str,
+    secret: Option<&str>,
+    extra: &str,
+) -> String {
     std::fs::write(sb.path("forge-token"), token).unwrap();
     let secrets = match secret {
         Some(secret) => {
             std::fs::write(sb.path("hook-secret"), secret).unwrap();
-            format!("  webhook_secrets: [{{file: {}}}]\n", sb.path("hook-secret").display())
+            format!(
+                "  webhook_secrets: [{{file: {}}}]\n",
+                sb.path("hook-secret").display()
+            )
         }
         None => String::new(),
     };
@@ -40,7 +49,13 @@ pub fn config(sb: &Sandbox, forge_url: &str, token: &str, secret: Option<&str>, 
 impl ServeProc {
     /// Starts `ccci serve` with the sandbox's config file and waits until it listens.
     pub fn start(sb: &Sandbox) -> ServeProc {
-        let mut proc = sb.ccci().arg("serve").timeout(LIMIT).spawn();
+        ServeProc::start_with(sb.ccci())
+    }
+
+    /// Starts `ccci serve` as `ccci` says (a sandbox's, with more in its environment), and
+    /// waits until it listens. Serve's runs inherit that environment.
+    pub fn start_with(ccci: Ccci) -> ServeProc {
+        let mut proc = ccci.arg("serve").timeout(LIMIT).spawn();
         let line = proc.wait_for_line("listening on ", 1);
         let addr = line
             .split("listening on ")
@@ -90,7 +105,9 @@ pub fn request(
 ) -> (u16, String) {
     let host = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).expect("connect to serve");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
