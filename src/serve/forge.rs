@@ -224,6 +224,9 @@ pub enum AuthRule {
 pub struct Decision {
     pub allowed: bool,
     pub reason: String,
+    /// The calls that failed on the way (`membership`, `permission`), for the forge-error
+    /// metric: a "no" the forge answered is not among them, one it could not give is.
+    pub failed_calls: Vec<&'static str>,
 }
 
 /// The forge's REST API as one account (the token's owner) sees it.
@@ -773,13 +776,15 @@ pub fn authorize(
             if member.allowed {
                 return member;
             }
-            let write = write_decision(client, owner_repo, user);
+            let mut write = write_decision(client, owner_repo, user);
             if write.allowed {
+                write.failed_calls.splice(0..0, member.failed_calls);
                 return write;
             }
             Decision {
                 allowed: false,
                 reason: format!("{}; {}", member.reason, write.reason),
+                failed_calls: [member.failed_calls, write.failed_calls].concat(),
             }
         }
     }
@@ -790,14 +795,17 @@ fn member_decision(client: &ForgeClient, org: &str, user: &str) -> Decision {
         Ok(true) => Decision {
             allowed: true,
             reason: format!("{user} is a member of {org}"),
+            failed_calls: Vec::new(),
         },
         Ok(false) => Decision {
             allowed: false,
             reason: format!("{user} is not a member of {org}"),
+            failed_calls: Vec::new(),
         },
         Err(e) => Decision {
             allowed: false,
             reason: format!("cannot tell whether {user} is a member of {org}: {e}"),
+            failed_calls: vec!["membership"],
         },
     }
 }
@@ -810,11 +818,13 @@ fn write_decision(client: &ForgeClient, owner_repo: &str, user: &str) -> Decisio
             Decision {
                 allowed,
                 reason: format!("{user} has {permission} permission on {owner_repo}{short}"),
+                failed_calls: Vec::new(),
             }
         }
         Err(e) => Decision {
             allowed: false,
             reason: format!("cannot tell {user}'s permission on {owner_repo}: {e}"),
+            failed_calls: vec!["permission"],
         },
     }
 }

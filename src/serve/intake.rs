@@ -155,6 +155,7 @@ pub fn consider(service: &Service, s: &Sighting) -> crate::error::Result<Seen> {
         requested_by: s.author.clone(),
         trigger: s.trigger,
         stages: stages.clone().unwrap_or_default(),
+        mistake: stages.err(),
     };
     let Some(run) = service.store.record_command(&new)? else {
         return Ok(Seen::Duplicate);
@@ -166,15 +167,9 @@ pub fn consider(service: &Service, s: &Sighting) -> crate::error::Result<Seen> {
         by: run.requested_by.clone(),
         trigger: run.trigger.clone(),
     });
-    if let Err(mistake) = stages {
-        // Recorded (so a redelivery stays a duplicate) and closed with the reason, which the
-        // summary comment tells the commenter.
-        if let Some(closed) = service.store.close(run.id, verdicts::ERROR, &mistake)? {
-            service.report(&closed, super::report::Report::Final);
-        }
-    } else {
-        service.wake_triage(&run.repo, run.pr);
-    }
+    // A command with a mistake is recorded too (so a redelivery stays a duplicate); triage
+    // answers it, once the commenter is known to be allowed to ask.
+    service.wake_triage(&run.repo, run.pr);
     Ok(Seen::Recorded(run.id))
 }
 
@@ -195,7 +190,7 @@ fn pushed(service: &Service, e: &webhook::PullRequestEvent) -> crate::error::Res
         .cancel_pr(&enrolled.repo, e.number, verdicts::CANCELLED, why)?;
     service.stop_runs(&displaced.to_stop, why);
     for closed in &displaced.closed {
-        service.report(closed, super::report::Report::Final);
+        service.closed(closed);
     }
     Ok(displaced.to_stop.len() + displaced.closed.len())
 }

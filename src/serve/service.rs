@@ -287,6 +287,20 @@ impl Service {
         }
     }
 
+    /// A run closed without running (cancelled or superseded while it waited, a mistake in its
+    /// command, a pull request that cannot be tested): its line in the log, and its report.
+    pub fn closed(&self, run: &RunRow) {
+        self.emit(ServeEvent::Finished {
+            run: run.id,
+            verdict: run
+                .verdict
+                .clone()
+                .unwrap_or_else(|| super::store::verdicts::ERROR.to_string()),
+            reason: run.reason.clone(),
+        });
+        self.report(run, Report::Final);
+    }
+
     /// The dashboard page of run `id`, as the forge's users reach it.
     pub fn run_url(&self, id: i64) -> String {
         format!("{}/runs/{id}", self.config.public_url)

@@ -140,6 +140,10 @@ pub struct NewRun {
     pub requested_by: String,
     pub trigger: Trigger,
     pub stages: Vec<Stage>,
+    /// What is wrong with the command (a stage ccci does not know), kept as the run's reason
+    /// while it waits: triage closes the run with it once the commenter may ask at all, so
+    /// nobody else is answered on the pull request.
+    pub mistake: Option<String>,
 }
 
 /// One run as stored.
@@ -424,8 +428,8 @@ impl Store {
             }
             let stages: Vec<&str> = new.stages.iter().map(|s| s.as_str()).collect();
             tx.prepare_cached(
-                "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9)",
+                "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9, ?10)",
             )?
             .execute(params![
                     new.repo,
@@ -436,9 +440,9 @@ impl Store {
                     new.requested_by,
                     new.trigger.as_str(),
                     stages.join(","),
-                    now
-                ],
-            )?;
+                    now,
+                    new.mistake
+                ])?;
             let id = tx.last_insert_rowid();
             let run_dir = format!("s{id}-{}-pr{}-{}", new.recipe, new.pr, self.tag);
             tx.execute("UPDATE runs SET run_dir = ?2 WHERE id = ?1", params![id, run_dir])?;
@@ -499,8 +503,9 @@ impl Store {
     /// The run was authorized and its pull request's head is known: queue it. Older runs of
     /// the same pull request are superseded: queued ones closed at once, running ones marked
     /// to stop (the caller signals them). When a newer command on the pull request is already
-    /// waiting or running, this run is the one superseded: the newest command wins, whatever
-    /// order triage saw them in.
+    /// queued or running, this run is the one superseded: the newest authorized command wins,
+    /// whatever order triage saw them in. A newer command still waiting for its own
+    /// authorization changes nothing yet: an outsider's `!testme` never displaces a member's.
     pub fn queue(&self, id: i64, head_sha: &str, pr_url: Option<&str>) -> Result<Queueing> {
         self.transaction(|tx| {
             let run = get(tx, id)?;
@@ -510,7 +515,7 @@ impl Store {
             let newer: Option<(i64, String)> = tx
                 .query_row(
                     "SELECT id, requested_by FROM runs WHERE repo = ?1 AND pr = ?2 AND id > ?3
-                     AND (state IN ('received', 'queued') OR (state = 'running' AND cancel_verdict IS NULL))
+                     AND (state = 'queued' OR (state = 'running' AND cancel_verdict IS NULL))
                      ORDER BY id DESC LIMIT 1",
                     params![run.repo, run.pr as i64, id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -817,26 +822,27 @@ fn ids_where(
     rows.collect()
 }
 
-/// Closes a pull request's unfinished runs other than `keep`: received and queued ones at
-/// once, running ones marked to stop with `verdict`.
+/// Closes a pull request's unfinished runs — every one, or with `older_than` only those
+/// recorded before that run: received and queued ones at once, running ones marked to stop
+/// with `verdict`.
 fn displace(
     tx: &Connection,
     repo: &str,
     pr: u64,
-    keep: Option<i64>,
+    older_than: Option<i64>,
     verdict: &str,
     reason: &str,
 ) -> rusqlite::Result<Displaced> {
-    let keep = keep.unwrap_or(-1);
+    let below = older_than.unwrap_or(i64::MAX);
     let waiting = ids_where(
         tx,
-        "repo = ?1 AND pr = ?2 AND id != ?3 AND state IN ('received', 'queued')",
-        params![repo, pr as i64, keep],
+        "repo = ?1 AND pr = ?2 AND id < ?3 AND state IN ('received', 'queued')",
+        params![repo, pr as i64, below],
     )?;
     let running = ids_where(
         tx,
-        "repo = ?1 AND pr = ?2 AND id != ?3 AND state = 'running' AND cancel_verdict IS NULL",
-        params![repo, pr as i64, keep],
+        "repo = ?1 AND pr = ?2 AND id < ?3 AND state = 'running' AND cancel_verdict IS NULL",
+        params![repo, pr as i64, below],
     )?;
     let mut displaced = Displaced::default();
     for id in waiting {
@@ -876,6 +882,7 @@ mod tests {
             requested_by: "maintainer".into(),
             trigger: Trigger::Webhook,
             stages: vec![Stage::Install],
+            mistake: None,
         }
     }
 
@@ -943,11 +950,33 @@ mod tests {
         let (_d, store) = store();
         let older = store.record_command(&command(1, 1)).unwrap().unwrap();
         let newer = store.record_command(&command(2, 1)).unwrap().unwrap();
-        // The older one is looked at first: it is closed, the newer one stays waiting.
-        let Queueing::Superseded(closed) = store.queue(older.id, "aaa", None).unwrap() else {
-            panic!("the older command was queued over a newer one");
+        // A newer command not yet authorized (it may be an outsider's) displaces nothing.
+        let waiting = store.record_command(&command(9, 1)).unwrap().unwrap();
+        assert!(matches!(
+            store.queue(older.id, "aaa", None).unwrap(),
+            Queueing::Queued(_)
+        ));
+        store
+            .close(waiting.id, verdicts::REFUSED, "outsider")
+            .unwrap();
+        let Queueing::Queued(d) = store.queue(newer.id, "bbb", None).unwrap() else {
+            panic!("the newer command was not queued");
         };
-        assert_eq!(closed.id, older.id);
+        assert_eq!(
+            d.closed.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![older.id]
+        );
+        // Queued in the other order, the newer one closes the older one, still waiting.
+        let older = store.record_command(&command(11, 3)).unwrap().unwrap();
+        let newer = store.record_command(&command(12, 3)).unwrap().unwrap();
+        let Queueing::Queued(d) = store.queue(newer.id, "ddd", None).unwrap() else {
+            panic!("the newer command was not queued");
+        };
+        assert_eq!(
+            d.closed.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![older.id]
+        );
+        let closed = store.get(older.id).unwrap().unwrap();
         assert_eq!(closed.verdict.as_deref(), Some(verdicts::SUPERSEDED));
         assert!(
             closed
@@ -956,17 +985,9 @@ mod tests {
                 .unwrap()
                 .contains(&format!("run {}", newer.id))
         );
-        assert_eq!(
-            store.get(newer.id).unwrap().unwrap().state,
-            RunState::Received
-        );
-        assert_eq!(
-            store.queue(newer.id, "bbb", None).unwrap(),
-            Queueing::Queued(Displaced::default())
-        );
         // A run no longer waiting is left alone.
         assert_eq!(
-            store.queue(older.id, "aaa", None).unwrap(),
+            store.queue(older.id, "ccc", None).unwrap(),
             Queueing::NotWaiting
         );
         let cancelled = store.record_command(&command(3, 2)).unwrap().unwrap();

@@ -66,17 +66,22 @@ fn triage(service: &Service, run: &RunRow) {
     let result = match outcome {
         Decision::Queue { head, url } => queue(service, run, &head, &url),
         Decision::Close { verdict, reason } => {
-            if verdict == verdicts::REFUSED {
+            let refused = verdict == verdicts::REFUSED;
+            if refused {
                 service.emit(ServeEvent::Refused {
                     run: run.id,
                     reason: reason.clone(),
                 });
             }
-            service.store.close(run.id, verdict, &reason).map(|closed| {
-                if let Some(closed) = closed {
-                    service.report(&closed, Report::Final);
-                }
-            })
+            service
+                .store
+                .close(run.id, verdict, &reason)
+                .map(|closed| match closed {
+                    // The refusal has its line already; its report says nothing on the PR.
+                    Some(closed) if refused => service.report(&closed, Report::Final),
+                    Some(closed) => service.closed(&closed),
+                    None => {}
+                })
         }
         Decision::Later => Ok(()),
     };
@@ -109,6 +114,9 @@ fn decide(service: &Service, run: &RunRow) -> Decision {
         &run.repo,
         &run.requested_by,
     );
+    for call in &allowed.failed_calls {
+        service.metrics.forge_error(call);
+    }
     if !allowed.allowed {
         return Decision::Close {
             verdict: verdicts::REFUSED,
@@ -116,6 +124,13 @@ fn decide(service: &Service, run: &RunRow) -> Decision {
                 "{} may not ask for runs: {}",
                 run.requested_by, allowed.reason
             ),
+        };
+    }
+    // Recorded with the command; told only to someone who may ask.
+    if let Some(mistake) = &run.reason {
+        return Decision::Close {
+            verdict: verdicts::ERROR,
+            reason: mistake.clone(),
         };
     }
     match service.forge.pull_request(&run.repo, run.pr) {
@@ -164,8 +179,8 @@ fn queue(service: &Service, run: &RunRow, head: &str, url: &str) -> Result<()> {
     service.report(run, Report::Pending);
     service.report(run, Report::Acknowledge);
     service.stop_runs(&displaced.to_stop, &format!("superseded by run {}", run.id));
-    for closed in displaced.closed {
-        service.report(&closed, Report::Final);
+    for closed in &displaced.closed {
+        service.closed(closed);
     }
     service.worker_wake.notify();
     Ok(())

@@ -713,12 +713,14 @@ fn a_membership_500_is_not_allowed() {
         d.reason,
         "cannot tell whether alice is a member of o: GET /orgs/o/members/alice answered 500: <html> <h1>Internal Server Error</h1> </html>"
     );
+    assert_eq!(d.failed_calls, ["membership"], "counted as a forge error");
     // Asked once: only the reporting calls retry.
     assert_eq!(forge.requests().len(), 1);
-    // Under `either`, the other path still decides.
+    // Under `either`, the other path still decides; the failed call still counts.
     let d = authorize(&client, AuthRule::Either, "o", "o/r", "alice");
     assert!(d.allowed, "{d:?}");
     assert_eq!(d.reason, "alice has write permission on o/r");
+    assert_eq!(d.failed_calls, ["membership"]);
 }
 
 fn comments_since_reads_every_page() {

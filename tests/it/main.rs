@@ -29,6 +29,7 @@ mod logs;
 mod measure;
 mod serve_browser;
 mod serve_e2e;
+mod serve_intake;
 mod teardown;
 
 fn main() {
@@ -53,6 +54,7 @@ fn main() {
         serve_e2e::tests(),
         measure::tests(),
         serve_browser::tests(),
+        serve_intake::tests(),
         teardown::tests(),
     ]
     .into_iter()

@@ -350,13 +350,17 @@ fn a_newer_testme_supersedes_a_running_run_and_a_push_cancels_one() {
 
     comment(&forge, &forge.maintainer, 1, "!testme install");
     let first = serve.run_dir_of(1);
-    serve.proc.wait_until("run 1 to deploy", || deployed(&sb, &first));
+    serve
+        .proc
+        .wait_until("run 1 to deploy", || deployed(&sb, &first));
     // Every stage: long enough for a push to arrive while it runs.
     comment(&forge, &forge.maintainer, 1, "!testme");
     let superseded = serve.line("run 1: superseded", 1);
     assert!(superseded.contains("superseded by run 2"), "{superseded}");
     let second = serve.run_dir_of(2);
-    serve.proc.wait_until("run 2 to deploy", || deployed(&sb, &second));
+    serve
+        .proc
+        .wait_until("run 2 to deploy", || deployed(&sb, &second));
 
     // New commits on the pull request: its running run is cancelled.
     let (code, pushed) = forge.api(
@@ -374,13 +378,19 @@ fn a_newer_testme_supersedes_a_running_run_and_a_push_cancels_one() {
         sb.assert_nothing_left(&record);
     }
     let sha = forge.pr.head_sha.clone();
-    wait_until_for(REPORTED, "run 2's cancellation on the old head", &mut || {
-        statuses(&forge, &sha)
-            .iter()
-            .any(|s| s.0 == "error" && s.1.contains("cancelled"))
-    });
+    wait_until_for(
+        REPORTED,
+        "run 2's cancellation on the old head",
+        &mut || {
+            statuses(&forge, &sha)
+                .iter()
+                .any(|s| s.0 == "error" && s.1.contains("cancelled"))
+        },
+    );
     assert!(
-        !statuses(&forge, &sha).iter().any(|s| s.1.contains("superseded")),
+        !statuses(&forge, &sha)
+            .iter()
+            .any(|s| s.1.contains("superseded")),
         "a superseded run leaves the status to the run that replaced it"
     );
     wait_until_for(REPORTED, "the summary of run 2", &mut || {

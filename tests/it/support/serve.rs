@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::ccci::{Output, Running};
+use super::ccci::{Ccci, Output, Running};
 use super::sandbox::Sandbox;
 
 /// How long a serve test may take end to end.
@@ -49,7 +49,13 @@ pub fn config(
 impl ServeProc {
     /// Starts `ccci serve` with the sandbox's config file and waits until it listens.
     pub fn start(sb: &Sandbox) -> ServeProc {
-        let mut proc = sb.ccci().arg("serve").timeout(LIMIT).spawn();
+        ServeProc::start_with(sb.ccci())
+    }
+
+    /// Starts `ccci serve` as `ccci` says (a sandbox's, with more in its environment), and
+    /// waits until it listens. Serve's runs inherit that environment.
+    pub fn start_with(ccci: Ccci) -> ServeProc {
+        let mut proc = ccci.arg("serve").timeout(LIMIT).spawn();
         let line = proc.wait_for_line("listening on ", 1);
         let addr = line
             .split("listening on ")
