@@ -42,7 +42,7 @@ CREATE TABLE runs (
     cancel_verdict TEXT,
     cancel_reason TEXT,
     reported INTEGER NOT NULL DEFAULT 0,
-    run_dir TEXT
+    tag TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
@@ -172,15 +172,15 @@ pub struct RunRow {
     pub cancel_reason: Option<String>,
     /// Its final status and summary reached the forge.
     pub reported: bool,
-    /// Its run directory's name under runs_dir.
-    pub run_dir: String,
+    /// The tag of the database it was recorded in (see [`RunRow::run_dir_id`]).
+    pub tag: String,
 }
 
 impl RunRow {
     /// The run's directory name under runs_dir (and its `--run-id`): readable, and unique
     /// beyond this database, so two serves sharing a runs dir or a swarm never collide.
     pub fn run_dir_id(&self) -> String {
-        self.run_dir.clone()
+        format!("s{}-{}-pr{}-{}", self.id, self.recipe, self.pr, self.tag)
     }
 
     /// How long it ran (or has been running, at `now_ms`).
@@ -219,7 +219,7 @@ impl RunRow {
             cancel_verdict: row.get("cancel_verdict")?,
             cancel_reason: row.get("cancel_reason")?,
             reported: row.get::<_, i64>("reported")? != 0,
-            run_dir: row.get::<_, Option<String>>("run_dir")?.unwrap_or_default(),
+            tag: row.get("tag")?,
         })
     }
 }
@@ -428,8 +428,8 @@ impl Store {
             }
             let stages: Vec<&str> = new.stages.iter().map(|s| s.as_str()).collect();
             tx.prepare_cached(
-                "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9, ?10)",
+                "INSERT INTO runs (repo, recipe, pr, comment_id, comment_url, requested_by, trigger, stages, state, created_ms, reason, tag)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', ?9, ?10, ?11)",
             )?
             .execute(params![
                     new.repo,
@@ -441,11 +441,10 @@ impl Store {
                     new.trigger.as_str(),
                     stages.join(","),
                     now,
-                    new.mistake
+                    new.mistake,
+                    self.tag
                 ])?;
             let id = tx.last_insert_rowid();
-            let run_dir = format!("s{id}-{}-pr{}-{}", new.recipe, new.pr, self.tag);
-            tx.execute("UPDATE runs SET run_dir = ?2 WHERE id = ?1", params![id, run_dir])?;
             get(tx, id).map(Some)
         })
     }

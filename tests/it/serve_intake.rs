@@ -35,6 +35,7 @@ crate::tests! {
     local: new_commits_cancel_the_pull_requests_queued_and_running_runs,
     local: an_unknown_stage_is_answered_with_its_name_and_only_to_members,
     local: secrets_appear_nowhere_but_the_authorization_header,
+    local: retention_forgets_the_oldest_finished_runs_with_their_files,
 }
 
 /// The forge account serve's token belongs to.
@@ -1387,4 +1388,56 @@ fn secrets_appear_nowhere_but_the_authorization_header() {
             assert!(!text.contains(secret), "{what} holds a secret:\n{text}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention.
+
+fn retention_forgets_the_oldest_finished_runs_with_their_files() {
+    let forge = forge(&[open(1), open(2), open(3)]);
+    let sb = sandbox(&forge, Some(SECRET), NO_POLL);
+    let mut serve = start_without_docker(&sb);
+    let mut run_dirs = Vec::new();
+    for pr in 1..=3u64 {
+        let event = pr_comment(pr, 900 + pr, "maintainer", "!testme install");
+        assert_eq!(
+            deliver(&serve, "issue_comment", &event),
+            (202, format!("run {pr}"))
+        );
+        run_dirs.push(serve.run_dir_of(pr as i64));
+        serve.line(&format!("serve: run {pr}: error"), 1);
+    }
+    wait_until("every summary", || summaries(&forge).len() == 3);
+    let console = |run_dir: &str| {
+        sb.path("state")
+            .join("console")
+            .join(format!("{run_dir}.log"))
+    };
+    assert!(run_dirs.iter().all(|d| console(d).exists()));
+    // A run directory (the child may not have got as far as making one): it must go too.
+    std::fs::create_dir_all(sb.run_dir(&run_dirs[0])).unwrap();
+    let out = serve.stop();
+    assert_eq!(out.code(), Some(0), "{out}");
+
+    let extra = format!("{NO_POLL}  retention: {{max_runs: 1}}\n");
+    sb.config(&serve::config(
+        &sb,
+        forge.base_url(),
+        TOKEN,
+        Some(SECRET),
+        &format!("  repos: [{REPO}]\n{extra}"),
+    ));
+    let mut serve = start_without_docker(&sb);
+    serve.line("retention: forgot 2 old run(s)", 1);
+    assert_eq!(get(&serve, "/runs/1").0, 404);
+    assert_eq!(get(&serve, "/runs/2").0, 404);
+    assert_eq!(get(&serve, "/runs/3").0, 200);
+    assert!(
+        !sb.run_dir(&run_dirs[0]).exists(),
+        "its run directory went too"
+    );
+    assert!(!console(&run_dirs[0]).exists() && !console(&run_dirs[1]).exists());
+    assert!(console(&run_dirs[2]).exists(), "the newest run is kept");
+    let out = serve.stop();
+    assert_eq!(out.code(), Some(0), "{out}");
 }
