@@ -17,8 +17,6 @@ command -v git >/dev/null || need_pkgs+=(git)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 # The benchmarks read the engine's JSON events.
 command -v jq >/dev/null || need_pkgs+=(jq)
-# The dashboard tests load its pages in a real headless browser.
-command -v chromium >/dev/null || need_pkgs+=(chromium)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   as_root apt-get update -qq

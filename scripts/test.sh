@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
+# The dashboard tests load pages in a real headless browser; the demo itself needs none.
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v chromium >/dev/null; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+fi
 bash scripts/build-forge.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets --quiet -- -D warnings
