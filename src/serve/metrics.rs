@@ -102,7 +102,8 @@ impl Metrics {
             out,
             "ccci_run_duration_seconds_bucket{{le=\"+Inf\"}} {}\nccci_run_duration_seconds_sum {}\nccci_run_duration_seconds_count {}",
             stats.durations.len(),
-            stats.durations.iter().sum::<f64>(),
+            // Not `sum()`: the sum of no f64s is -0, which Prometheus readers show as `-0`.
+            stats.durations.iter().fold(0.0, |a, b| a + b),
             stats.durations.len()
         );
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,5 +183,14 @@ mod tests {
             );
         }
         assert_eq!(m.count(REJECTIONS, "bad_signature"), 2);
+    }
+
+    #[test]
+    fn no_finished_runs_sum_to_a_plain_zero() {
+        let text = Metrics::default().render(&Stats::default());
+        assert!(
+            text.lines().any(|l| l == "ccci_run_duration_seconds_sum 0"),
+            "{text}"
+        );
     }
 }

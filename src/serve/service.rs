@@ -325,12 +325,16 @@ pub struct Running {
     pub service: Arc<Service>,
     pub addr: SocketAddr,
     server: Arc<tiny_http::Server>,
+    /// The reporters, apart: they are stopped last, so the final reports of the runs a stop
+    /// interrupts still reach the forge.
+    reporters: Vec<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, stops running runs (their children tear down), and waits for every
-    /// thread. Runs stopped this way end `interrupted` and are reported.
+    /// thread. Runs stopped this way end `interrupted` and are reported before serve exits:
+    /// the reporters are told to stop only once the workers have asked for those reports.
     pub fn stop(self) {
         self.service.stopping.store(true, Ordering::SeqCst);
         // Each call wakes one acceptor blocked in `recv`.
@@ -349,9 +353,12 @@ impl Running {
         self.service.worker_wake.notify();
         self.service.poll_wake.notify();
         self.service.checkpoint_wake.notify();
-        self.service.stop_reporting();
         for thread in self.threads {
             let _ = thread.join();
+        }
+        self.service.stop_reporting();
+        for reporter in self.reporters {
+            let _ = reporter.join();
         }
     }
 }
@@ -417,10 +424,12 @@ pub fn start(
         children: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
     });
+    let reporters = inboxes
+        .into_iter()
+        .enumerate()
+        .map(|(n, inbox)| super::report::spawn(service.clone(), n, inbox))
+        .collect::<Result<Vec<_>>>()?;
     let mut threads = Vec::new();
-    for (n, inbox) in inboxes.into_iter().enumerate() {
-        threads.push(super::report::spawn(service.clone(), n, inbox)?);
-    }
     super::triage::recover(&service)?;
     for lane in 0..super::triage::TRIAGERS {
         threads.push(super::triage::spawn(service.clone(), lane)?);
@@ -441,6 +450,7 @@ pub fn start(
         service,
         addr,
         server,
+        reporters,
         threads,
     })
 }

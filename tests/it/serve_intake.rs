@@ -33,6 +33,7 @@ crate::tests! {
     local: authorization_fails_closed_when_the_forge_cannot_say,
     local: the_intake_answers_at_once_while_the_forge_is_slow,
     local: new_commits_cancel_the_pull_requests_queued_and_running_runs,
+    local: a_run_interrupted_by_a_stop_is_reported_before_serve_exits,
     local: an_unknown_stage_is_answered_with_its_name_and_only_to_members,
     local: secrets_appear_nowhere_but_the_authorization_header,
     local: retention_forgets_the_oldest_finished_runs_with_their_files,
@@ -1085,23 +1086,7 @@ fn new_commits_cancel_the_pull_requests_queued_and_running_runs() {
         Some(SECRET),
         &format!("{NO_POLL}  concurrency: 1\n  driver: stack\n"),
     );
-    let engine = sb.path("docker.sock");
-    fake_docker_engine(&engine);
-    let bin = sb.path("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let docker = bin.join("docker");
-    std::fs::write(&docker, "#!/bin/sh\necho 'no docker here' >&2\nexit 1\n").unwrap();
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut serve = ServeProc::start_with(
-        sb.ccci()
-            .env("DOCKER_HOST", format!("unix://{}", engine.display()))
-            .env("PATH", path),
-    );
+    let mut serve = start_with_fake_engine(&sb);
 
     assert_eq!(
         deliver(
@@ -1184,6 +1169,73 @@ fn new_commits_cancel_the_pull_requests_queued_and_running_runs() {
         lines_with(&out, "serve: run 2: started").is_empty(),
         "{out}"
     );
+}
+
+/// Serve whose runs pass their preflight against [`fake_docker_engine`] and then fetch the
+/// recipe from the forge (which the caller may keep waiting); any `docker` command fails.
+fn start_with_fake_engine(sb: &Sandbox) -> ServeProc {
+    let engine = sb.path("docker.sock");
+    fake_docker_engine(&engine);
+    let bin = sb.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let docker = bin.join("docker");
+    std::fs::write(&docker, "#!/bin/sh\necho 'no docker here' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ServeProc::start_with(
+        sb.ccci()
+            .env("DOCKER_HOST", format!("unix://{}", engine.display()))
+            .env("PATH", path),
+    )
+}
+
+/// SIGTERM while a run is running: the run ends, and its final status and summary reach the
+/// forge before serve exits, not only when serve starts again (which may be never).
+fn a_run_interrupted_by_a_stop_is_reported_before_serve_exits() {
+    let forge = forge(&[open(1)]);
+    // git's first request of the clone: answered only after the test is over.
+    forge.on(
+        "GET",
+        &format!("/{REPO}.git/"),
+        vec![Reply::status(404).after(Duration::from_secs(600))],
+    );
+    let sb = sandbox(&forge, Some(SECRET), NO_POLL);
+    let mut serve = start_with_fake_engine(&sb);
+    assert_eq!(
+        deliver(
+            &serve,
+            "issue_comment",
+            &pr_comment(1, 811, "maintainer", "!testme")
+        ),
+        (202, "run 1".to_string())
+    );
+    serve.line("serve: run 1: started (pid ", 1);
+    wait_until("the run's clone to ask the forge", || {
+        !forge
+            .requests_to("GET", &format!("/{REPO}.git/"))
+            .is_empty()
+    });
+    wait_until("the pending status", || statuses(&forge).len() == 1);
+    let out = serve.stop();
+    assert!(out.status.success(), "{out}");
+    // Stopped while fetching, the child ends before it has a verdict of its own: an error.
+    assert_eq!(lines_with(&out, "serve: run 1: error: ").len(), 1, "{out}");
+    // Serve has exited: what the forge got now is all it gets from this serve.
+    let sent: Vec<Value> = statuses(&forge).iter().map(Recorded::json).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}\n{out}");
+    assert_eq!(sent[0]["state"], "pending");
+    assert_eq!(sent[1]["state"], "error");
+    assert!(
+        sent[1]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("interrupted by SIGTERM")),
+        "{sent:?}"
+    );
+    assert_eq!(summaries(&forge).len(), 1, "{out}");
 }
 
 /// A Docker Engine stand-in on a unix socket at `path` that tells every caller the swarm is
