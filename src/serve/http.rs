@@ -17,7 +17,7 @@ use super::service::{ServeEvent, Service, thread};
 use super::webhook::MAX_BODY;
 use crate::error::Result;
 
-/// Threads taking requests off the socket.
+/// Threads taking requests off the socket; deliveries and live logs go on threads of their own.
 pub const ACCEPTORS: usize = 4;
 /// Live-log streams open at once; more are refused with 503 rather than starving the host.
 const MAX_STREAMS: usize = 64;
@@ -26,13 +26,22 @@ static STREAMS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn spawn(service: Arc<Service>, server: Arc<Server>, n: usize) -> Result<JoinHandle<()>> {
     thread(format!("http-{n}"), move || {
-        // `recv` ends with an error when the server is unblocked at stop.
-        while let Ok(request) = server.recv() {
-            if service.stopping() {
-                let _ = request.respond(text(503, "ccci serve is stopping"));
-                break;
+        loop {
+            match server.recv() {
+                Ok(request) if service.stopping() => {
+                    let _ = request.respond(text(503, "ccci serve is stopping"));
+                    break;
+                }
+                Ok(request) => route(&service, request),
+                // An error while not stopping: tiny_http's accept loop has ended (out of file
+                // descriptors, say) and will take no connection again. Say so: serve ends, and
+                // its supervisor starts it afresh.
+                Err(e) if !service.stopping() => {
+                    service.http_failed(&e.to_string());
+                    break;
+                }
+                Err(_) => break,
             }
-            route(&service, request);
         }
     })
 }
@@ -53,7 +62,7 @@ fn html(status: u16, body: String) -> Response<std::io::Cursor<Vec<u8>>> {
         .with_header(header("Content-Type", "text/html; charset=utf-8"))
 }
 
-fn route(service: &Arc<Service>, mut request: Request) {
+fn route(service: &Arc<Service>, request: Request) {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let path = path.to_string();
@@ -61,7 +70,9 @@ fn route(service: &Arc<Service>, mut request: Request) {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = request.method().clone();
     let answer = match (&method, segments.as_slice()) {
-        (Method::Post, ["hook"]) => hook(service, &mut request),
+        (Method::Post, ["hook"]) => {
+            return deliver(service, request);
+        }
         (_, ["hook"]) => text(405, "POST webhook deliveries here"),
         (Method::Get, ["healthz"]) => match service.store.stats() {
             Ok(_) => text(200, "ok"),
@@ -118,6 +129,26 @@ fn hook(service: &Service, request: &mut Request) -> Response<std::io::Cursor<Ve
         &body,
     );
     text(answer.status, &answer.body)
+}
+
+/// Hands a delivery to a thread of its own: its body may be slow to come, or never come, and
+/// the acceptors must stay free for everyone else meanwhile. tiny_http sets no socket timeouts
+/// (and a listening socket with them would end its accept loop), so such a thread lasts as
+/// long as its client keeps the connection open, as tiny_http's own thread for that
+/// connection does.
+fn deliver(service: &Arc<Service>, request: Request) {
+    let reader = service.clone();
+    let spawned = thread("hook".into(), move || {
+        let mut request = request;
+        let answer = hook(&reader, &mut request);
+        let _ = request.respond(answer);
+    });
+    if let Err(e) = spawned {
+        // The request went with the closure; its connection closes.
+        service.emit(ServeEvent::Trouble {
+            what: e.to_string(),
+        });
+    }
 }
 
 /// Hands a live-log request to a thread of its own.

@@ -221,6 +221,8 @@ pub struct Service {
     /// Run id → the pid of its `ccci test` child, while it runs.
     children: Mutex<HashMap<i64, i32>>,
     stopping: AtomicBool,
+    /// Set when serve cannot go on (its HTTP server died): why.
+    failure: Mutex<Option<String>>,
 }
 
 impl Service {
@@ -230,6 +232,17 @@ impl Service {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The HTTP server stopped accepting connections; serve cannot go on.
+    pub fn http_failed(&self, why: &str) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            self.emit(ServeEvent::Trouble {
+                what: format!("the HTTP server stopped accepting connections: {why}"),
+            });
+            *failure = Some(why.to_string());
+        }
     }
 
     /// Wakes the triage thread of pull request `pr` of `repo`: a command is waiting.
@@ -332,6 +345,15 @@ pub struct Running {
 }
 
 impl Running {
+    /// Why serve cannot go on, once it cannot (its HTTP server stopped accepting).
+    pub fn failure(&self) -> Option<String> {
+        self.service
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Stops accepting, stops running runs (their children tear down), and waits for every
     /// thread. Runs stopped this way end `interrupted` and are reported before serve exits:
     /// the reporters are told to stop only once the workers have asked for those reports.
@@ -423,6 +445,7 @@ pub fn start(
         reports: Mutex::new(reports),
         children: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
+        failure: Mutex::new(None),
     });
     let reporters = inboxes
         .into_iter()
