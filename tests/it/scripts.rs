@@ -8,6 +8,7 @@ use crate::support::sandbox::root;
 
 crate::tests! {
     local: regression_the_test_suite_stopped_where_the_forge_cannot_be_built,
+    local: regression_setup_host_sometimes_reinstalled_busybox,
 }
 
 /// `scripts/build-forge.sh` with `go` standing for the Go toolchain and an empty cache.
@@ -58,4 +59,49 @@ fn regression_the_test_suite_stopped_where_the_forge_cannot_be_built() {
             && test_sh.contains("2) printf"),
         "scripts/test.sh no longer goes on without the forge"
     );
+}
+
+/// `scripts/setup-host.sh` asked `busybox --list | grep -qx httpd` under `pipefail`: grep quits
+/// at the match, busybox (which writes its list a line at a time) now and then dies of SIGPIPE
+/// before it is done, the pipeline fails, and the script ran `apt-get update` and reinstalled
+/// busybox-static (2 times in 500 here), failing outright on a host without a package mirror.
+/// No script of the repository stops reading a pipe early where `pipefail` is on.
+fn regression_setup_host_sometimes_reinstalled_busybox() {
+    let mut found = Vec::new();
+    for dir in ["scripts", "bench", ".ci"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if !text.contains("pipefail") {
+                continue;
+            }
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split(" #").next().unwrap_or(line);
+                if code
+                    .split('|')
+                    .skip(1)
+                    .any(|stage| quits_at_the_first_match(stage.trim_start()))
+                {
+                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a pipe into `grep -q` fails now and then under pipefail (read the input whole, e.g. \
+         `grep … >/dev/null`):\n{}",
+        found.join("\n")
+    );
+}
+
+/// `grep` with `-q` among its flags: it exits at the first match, before its input ends.
+fn quits_at_the_first_match(stage: &str) -> bool {
+    let mut words = stage.split_whitespace();
+    words.next() == Some("grep")
+        && words.take_while(|w| *w != "--").any(|w| {
+            w == "--quiet" || (w.starts_with('-') && !w.starts_with("--") && w.contains('q'))
+        })
 }
