@@ -66,7 +66,7 @@ live_pid() {
   pid=$(cat "$pidfile")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$ini" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F -- "$ini" >/dev/null || return 1
   printf '%s\n' "$pid"
 }
 
@@ -83,7 +83,7 @@ stop_watchdog() {
   local pid
   pid=$(cat "$watchdog_pidfile")
   if [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" != "$$" ] && [ -r "/proc/$pid/cmdline" ] \
-    && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- " watch $dir "; then
+    && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F -- " watch $dir " >/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
   fi
   rm -f "$watchdog_pidfile"

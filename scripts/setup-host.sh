@@ -11,7 +11,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_pkgs=()
 [ -x /usr/sbin/dockerd ] || need_pkgs+=(docker.io)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need_pkgs+=(busybox-static)
+# grep reads the whole list: one that quit at the match (-q) would now and then kill busybox with
+# SIGPIPE mid-list, and under pipefail that reads as "no httpd".
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -x httpd >/dev/null || need_pkgs+=(busybox-static)
 command -v git >/dev/null || need_pkgs+=(git)
 # docker's own compose merger, which the tests compare ccci's compose model with.
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)

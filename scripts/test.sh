@@ -14,7 +14,16 @@ if ! command -v chromium >/dev/null; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
 fi
-bash scripts/build-forge.sh >/dev/null
+# A fresh Debian has no Go recent enough to build the forge: the suite then runs without it, and
+# nextest counts its tests as skipped (build-forge.sh said what is missing). A build that fails
+# for any other reason stops here.
+forge=0
+bash scripts/build-forge.sh >/dev/null || forge=$?
+case $forge in
+0) ;;
+2) printf 'test.sh: no test forge on this machine; its tests will be reported as skipped\n' >&2 ;;
+*) exit "$forge" ;;
+esac
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets --quiet -- -D warnings
 if ! command -v cargo-nextest >/dev/null; then

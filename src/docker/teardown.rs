@@ -112,7 +112,8 @@ enum Removal {
 }
 
 impl Removal {
-    fn from_answer(kind: Kind, status: u16, message: impl FnOnce() -> String) -> Self {
+    /// `id` is the id the removal was asked for.
+    fn from_answer(kind: Kind, id: &str, status: u16, message: impl FnOnce() -> String) -> Self {
         match status {
             200..=299 => Removal::Removed,
             404 => Removal::Gone,
@@ -120,7 +121,9 @@ impl Removal {
                 let message = message();
                 // The node answers so (with a 500) for its own copy of a network the swarm has
                 // already removed, until it drops that copy: gone, as far as the swarm goes.
-                if kind == Kind::Network && message.ends_with(" not found") {
+                // Only that answer, naming this very network: other refusals end in "not
+                // found" too (a missing driver plugin) while the network stays.
+                if kind == Kind::Network && message == format!("network {id} not found") {
                     Removal::Gone
                 } else {
                     Removal::Refused(message)
@@ -331,7 +334,9 @@ impl Teardown<'_> {
             .engine()
             .and_then(|engine| engine.request("DELETE", &path, None))
         {
-            Ok(response) => Removal::from_answer(kind, response.status, || response.message()),
+            Ok(response) => {
+                Removal::from_answer(kind, &resource.id, response.status, || response.message())
+            }
             Err(e) => Removal::Refused(e.to_string()),
         }
     }
@@ -653,34 +658,55 @@ mod tests {
     #[test]
     fn removals_read_the_engines_answer() {
         assert_eq!(
-            Removal::from_answer(Kind::Secret, 204, String::new),
+            Removal::from_answer(Kind::Secret, "abc", 204, String::new),
             Removal::Removed
         );
         assert_eq!(
-            Removal::from_answer(Kind::Network, 200, String::new),
+            Removal::from_answer(Kind::Network, "abc", 200, String::new),
             Removal::Removed
         );
         assert_eq!(
-            Removal::from_answer(Kind::Volume, 404, String::new),
+            Removal::from_answer(Kind::Volume, "abc", 404, String::new),
             Removal::Gone
         );
         assert_eq!(
-            Removal::from_answer(Kind::Volume, 409, || "volume is in use".into()),
+            Removal::from_answer(Kind::Volume, "abc", 409, || "volume is in use".into()),
             Removal::Refused("volume is in use".into())
         );
         // The node's own copy of a network the swarm already removed.
         assert_eq!(
-            Removal::from_answer(Kind::Network, 500, || "network abc not found".into()),
+            Removal::from_answer(Kind::Network, "abc", 500, || "network abc not found".into()),
             Removal::Gone
         );
         // Only a network's copy is answered so; anything else not found is refused.
         assert_eq!(
-            Removal::from_answer(Kind::Volume, 500, || "volume abc not found".into()),
+            Removal::from_answer(Kind::Volume, "abc", 500, || "volume abc not found".into()),
             Removal::Refused("volume abc not found".into())
         );
         assert_eq!(
-            Removal::from_answer(Kind::Network, 403, || "network is in use".into()),
+            Removal::from_answer(Kind::Network, "abc", 403, || "network is in use".into()),
             Removal::Refused("network is in use".into())
+        );
+    }
+
+    #[test]
+    fn regression_a_network_refused_with_another_not_found_counted_as_removed() {
+        // A network whose driver plugin is missing is refused with a 500 that also ends in
+        // "not found", while the network stays: it is a leftover, not the node's copy of a
+        // network the swarm removed (whose answer names the network itself).
+        let plugin = "error while removing network: could not find plugin weave in v1 plugin \
+                      registry: plugin not found";
+        assert_eq!(
+            Removal::from_answer(Kind::Network, "abc", 500, || plugin.into()),
+            Removal::Refused(plugin.into())
+        );
+        assert_eq!(
+            Removal::from_answer(Kind::Network, "abc", 500, || "network xyz not found".into()),
+            Removal::Refused("network xyz not found".into())
+        );
+        assert_eq!(
+            Removal::from_answer(Kind::Network, "abc", 500, || "network abc not found".into()),
+            Removal::Gone
         );
     }
 

@@ -27,6 +27,7 @@ mod kill_anywhere;
 mod locks;
 mod logs;
 mod measure;
+mod scripts;
 mod serve_browser;
 mod serve_e2e;
 mod serve_intake;
@@ -54,6 +55,7 @@ fn main() {
         serve_e2e::tests(),
         measure::tests(),
         serve_browser::tests(),
+        scripts::tests(),
         serve_intake::tests(),
         teardown::tests(),
     ]
