@@ -61,6 +61,9 @@ _ccci() {
             ccci,restore)
                 cmd="ccci__subcmd__restore"
                 ;;
+            ccci,serve)
+                cmd="ccci__subcmd__serve"
+                ;;
             ccci,teardown)
                 cmd="ccci__subcmd__teardown"
                 ;;
@@ -115,6 +118,9 @@ _ccci() {
             ccci__subcmd__help,restore)
                 cmd="ccci__subcmd__help__subcmd__restore"
                 ;;
+            ccci__subcmd__help,serve)
+                cmd="ccci__subcmd__help__subcmd__serve"
+                ;;
             ccci__subcmd__help,teardown)
                 cmd="ccci__subcmd__help__subcmd__teardown"
                 ;;
@@ -131,7 +137,7 @@ _ccci() {
 
     case "${cmd}" in
         ccci)
-            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps logs completions man help"
+            opts="-h -V --config --help --version test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps serve logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -303,7 +309,7 @@ _ccci() {
             return 0
             ;;
         ccci__subcmd__help)
-            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps logs completions man help"
+            opts="test prepare fetch overlay deploy wait check backup restore teardown janitor doctor locks apps serve logs completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -526,6 +532,20 @@ _ccci() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ccci__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ccci__subcmd__help__subcmd__teardown)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -731,6 +751,24 @@ _ccci() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ccci__subcmd__serve)
+            opts="-h -V --check --config --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

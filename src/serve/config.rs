@@ -175,8 +175,13 @@ impl ServeConfig {
                 "the config has no `serve:` section: add one (see `ccci serve --help`)".into(),
             )
         })?;
-        let raw: RawServe = serde_yaml::from_value(section)
-            .map_err(|e| Error::Config(format!("config `serve`: {e}")))?;
+        let raw: RawServe = serde_yaml::from_value(section).map_err(|e| {
+            // serde names the type it wanted; the user knows it as the `serve:` section.
+            let e = e
+                .to_string()
+                .replace("struct RawServe", "a mapping of settings");
+            Error::Config(format!("config `serve`: {e}"))
+        })?;
         Self::resolve(raw, env)
     }
 
@@ -251,7 +256,15 @@ impl ServeConfig {
         }
         let retention = raw.retention.unwrap_or_default();
         let retention = Retention {
-            max_age: duration("retention.max_age", retention.max_age, "30d")?,
+            max_age: match duration("retention.max_age", retention.max_age, "30d")? {
+                Duration::ZERO => {
+                    return Err(bad(
+                        "retention.max_age",
+                        "0 would forget every run as it finishes: give a duration like 30d".into(),
+                    ));
+                }
+                age => age,
+            },
             max_runs: retention.max_runs.unwrap_or(1000).max(1),
         };
         let driver = raw.driver.unwrap_or_else(|| "auto".into());

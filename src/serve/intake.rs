@@ -59,8 +59,8 @@ pub fn handle_hook<'a>(
         .iter()
         .map(|s| s.expose().as_bytes().to_vec())
         .collect();
-    let signature = webhook::signature(headers.clone());
-    if let Err(refusal) = webhook::verify(body, signature.as_deref(), &secrets) {
+    let signatures = webhook::signatures(headers.clone());
+    if let Err(refusal) = webhook::verify_any(body, &signatures, &secrets) {
         return reject(service, refusal);
     }
     let event = webhook::event_name(headers).unwrap_or_default();

@@ -278,11 +278,13 @@ pub fn summary(
             ));
         }
     }
+    let command = match run.stage_names().join(" ") {
+        stages if stages.is_empty() => "!testme".to_string(),
+        stages => format!("!testme {stages}"),
+    };
     out.push_str(&format!(
-        "\n<sub>Asked for by @{} with `!testme {}` (via {}).",
-        run.requested_by,
-        run.stage_names().join(" "),
-        run.trigger
+        "\n<sub>Asked for by @{} with `{command}` (via {}).",
+        run.requested_by, run.trigger
     ));
     if !earlier.is_empty() {
         let list: Vec<String> = earlier

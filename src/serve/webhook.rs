@@ -50,21 +50,46 @@ impl Refusal {
 
 /// The signature a delivery carries, from its headers (`name`, `value` pairs, any case).
 pub fn signature<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Vec<u8>> {
-    let mut hub = None;
+    signatures(headers).into_iter().next()
+}
+
+/// Every signature a delivery carries, in the order [`signature`] prefers them: one header
+/// holding garbage does not hide a good one in another.
+pub fn signatures<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<Vec<u8>> {
+    let (mut forge, mut hub) = (Vec::new(), Vec::new());
     for (name, value) in headers {
         let name = name.to_ascii_lowercase();
         let value = value.trim();
         match name.as_str() {
-            "x-forgejo-signature" | "x-gitea-signature" | "x-gogs-signature"
-                if !value.is_empty() =>
-            {
-                return decode_hex(value);
+            "x-forgejo-signature" | "x-gitea-signature" | "x-gogs-signature" => {
+                forge.extend(decode_hex(value).filter(|v| !v.is_empty()));
             }
-            "x-hub-signature-256" => hub = value.strip_prefix("sha256=").map(str::to_owned),
+            "x-hub-signature-256" => hub.extend(
+                value
+                    .strip_prefix("sha256=")
+                    .and_then(decode_hex)
+                    .filter(|v| !v.is_empty()),
+            ),
             _ => {}
         }
     }
-    hub.filter(|h| !h.is_empty()).and_then(|h| decode_hex(&h))
+    forge.extend(hub);
+    forge
+}
+
+/// [`verify`] over every signature a delivery carries: authentic when any of them is.
+pub fn verify_any(body: &[u8], signatures: &[Vec<u8>], secrets: &[Vec<u8>]) -> Result<(), Refusal> {
+    if signatures.is_empty() {
+        return verify(body, None, secrets);
+    }
+    let mut refusal = Refusal::BadSignature;
+    for signature in signatures {
+        match verify(body, Some(signature), secrets) {
+            Ok(()) => return Ok(()),
+            Err(r) => refusal = r,
+        }
+    }
+    Err(refusal)
 }
 
 /// Checks `body` against `signature` with each of `secrets`, in constant time per secret.
@@ -261,6 +286,32 @@ mod tests {
         );
         assert_eq!(signature([("X-Gitea-Signature", "zz")]), None);
         assert_eq!(signature([("X-Hub-Signature", "sha1=abcd")]), None);
+    }
+
+    #[test]
+    fn regression_a_garbage_signature_header_hid_a_good_one() {
+        let body = br#"{"action":"created"}"#;
+        let good = sign(b"s3cret", body);
+        let headers = [
+            ("X-Gitea-Signature", "not hex at all"),
+            ("X-Hub-Signature-256", &format!("sha256={good}") as &str),
+        ];
+        let found = signatures(headers.iter().map(|(n, v)| (*n, *v)));
+        assert_eq!(found.len(), 1);
+        assert_eq!(verify_any(body, &found, &[b"s3cret".to_vec()]), Ok(()));
+        let forged = [
+            ("X-Gitea-Signature", "00ff"),
+            ("X-Hub-Signature-256", "sha256=00ff"),
+        ];
+        let found = signatures(forged.iter().map(|(n, v)| (*n, *v)));
+        assert_eq!(
+            verify_any(body, &found, &[b"s3cret".to_vec()]),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(
+            verify_any(body, &[], &[b"s3cret".to_vec()]),
+            Err(Refusal::Unsigned)
+        );
     }
 
     #[test]

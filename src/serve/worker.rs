@@ -155,6 +155,22 @@ pub fn judge(run_dir: &Path, status: ExitStatus, console: &Path) -> (String, Opt
                 .map(str::to_string)
         })
         .map(|l| l.chars().take(300).collect::<String>());
+    // Stopped by a signal before it wrote a verdict (while fetching, say): interrupted, as a
+    // run stopped later is, not an error of the run.
+    let signal = status
+        .code()
+        .filter(|code| *code > crate::exit_code::SIGNAL_BASE)
+        .map(|code| code - crate::exit_code::SIGNAL_BASE)
+        .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status));
+    if let Some(signal) = signal {
+        return (
+            "interrupted".to_string(),
+            Some(format!(
+                "interrupted by {} before the run reached a verdict",
+                crate::error::signal_name(signal)
+            )),
+        );
+    }
     let how = match status.code() {
         Some(code) => format!("`ccci test` exited {code} without a verdict"),
         None => "`ccci test` was killed without a verdict".to_string(),

@@ -494,10 +494,12 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
             settings.forge_timeout,
         );
         let login = forge.whoami().map_err(|e| {
-            Error::Infra(format!(
-                "the forge at {} does not accept the token: {e}",
-                settings.forge_url
-            ))
+            let what = if e.is_transient() {
+                "cannot be reached"
+            } else {
+                "does not accept the token"
+            };
+            Error::Infra(format!("the forge at {} {what}: {e}", settings.forge_url))
         })?;
         out_line(format!(
             "serve config ok: {} repositories enrolled, forge {} as {login}, listening on {}",
