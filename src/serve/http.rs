@@ -1,174 +1,429 @@
-//! The HTTP side of `ccci serve`, over tiny_http: a few acceptor threads answer the short
-//! requests themselves (the webhook, /healthz, /metrics, pages) and hand each live-log stream
-//! to a thread of its own, so a slow reader never holds up a delivery.
+//! The HTTP side of `ccci serve`: a small HTTP/1.1 server over std's `TcpListener`, with
+//! `httparse` reading request heads. A thread per open connection (bounded, and kept for the
+//! next one), read and write timeouts on every connection, bodies refused by their declared
+//! size before a byte of them is read, and `Connection: close` on every answer. That is all a webhook intake, a few pages
+//! and live logs need, and it keeps a hostile client from holding serve: a stalled body is
+//! given up after [`IO_TIMEOUT`], an absurd `Content-Length` is answered 413 at once.
 //!
 //! Routes: `POST /hook`, `GET /` (dashboard), `GET /runs/{id}`, `GET /runs/{id}/log` (SSE or
 //! plain text), `GET /runs/{id}/diagnostics/{file}`, `GET /healthz`, `GET /metrics`.
 
-use std::io::Read;
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-
-use tiny_http::{Header, Method, Request, Response, Server};
+use std::time::Duration;
 
 use super::intake::handle_hook;
 use super::service::{ServeEvent, Service, thread};
 use super::webhook::MAX_BODY;
 use crate::error::Result;
 
-/// Threads taking requests off the socket; deliveries and live logs go on threads of their own.
-pub const ACCEPTORS: usize = 4;
+/// How long a connection may keep serve waiting for a read or a write.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are answered 503 at once.
+const MAX_CONNECTIONS: usize = 512;
 /// Live-log streams open at once; more are refused with 503 rather than starving the host.
 const MAX_STREAMS: usize = 64;
+/// The largest request head (request line and headers).
+const MAX_HEAD: usize = 16 << 10;
+/// How much of a refused body is read and thrown away, so an honest client sending it gets
+/// the answer rather than a reset connection.
+const MAX_DRAIN: u64 = 8 << 20;
 
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 static STREAMS: AtomicUsize = AtomicUsize::new(0);
 
-pub fn spawn(service: Arc<Service>, server: Arc<Server>, n: usize) -> Result<JoinHandle<()>> {
-    thread(format!("http-{n}"), move || {
+/// A request, read whole: its head and its body.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path and the query, as sent.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An answer with a body known in full.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Page {
+    pub fn text(status: u16, body: &str) -> Page {
+        Page {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body}\n").into_bytes(),
+        }
+    }
+
+    pub fn html(status: u16, body: String) -> Page {
+        Page {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body: body.into_bytes(),
+        }
+    }
+
+    /// Writes the answer and the end of it: the connection closes after.
+    pub fn write(&self, out: &mut impl Write, head_only: bool) -> std::io::Result<()> {
+        write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        )?;
+        if !head_only {
+            out.write_all(&self.body)?;
+        }
+        out.flush()
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Binds serve's listening socket.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+}
+
+/// Wakes the accept loop (it looks at `stopping` after each connection).
+pub fn unblock(addr: SocketAddr) {
+    // Refused or not, the attempt is what wakes `accept`.
+    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+}
+
+/// Connection threads: idle ones wait for the next connection, and one more is started
+/// whenever none is idle, so a connection never waits behind another (a stalled one holds
+/// its thread up to [`IO_TIMEOUT`]). A thread idle for [`IDLE`] ends.
+struct Pool {
+    /// Threads waiting for a connection and not yet promised one.
+    idle: AtomicUsize,
+    sender: Mutex<mpsc::Sender<TcpStream>>,
+    receiver: Mutex<mpsc::Receiver<TcpStream>>,
+}
+
+const IDLE: Duration = Duration::from_secs(30);
+
+impl Pool {
+    fn new() -> Arc<Pool> {
+        let (sender, receiver) = mpsc::channel();
+        Arc::new(Pool {
+            idle: AtomicUsize::new(0),
+            sender: Mutex::new(sender),
+            receiver: Mutex::new(receiver),
+        })
+    }
+
+    /// Hands `stream` to an idle thread, or to a new one when none is idle.
+    fn dispatch(self: &Arc<Pool>, service: &Arc<Service>, stream: TcpStream) {
+        let promised = self
+            .idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if promised {
+            let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+            // The promised thread is waiting on the receiver, which lives as long as the pool.
+            let _ = sender.send(stream);
+            return;
+        }
+        let (pool, worker) = (self.clone(), service.clone());
+        let spawned = thread("http-conn".into(), move || pool.work(&worker, stream));
+        if let Err(e) = spawned {
+            // A rare refusal of the OS; this connection closes unanswered.
+            service.emit(ServeEvent::Trouble {
+                what: e.to_string(),
+            });
+        }
+    }
+
+    fn work(&self, service: &Arc<Service>, first: TcpStream) {
+        serve_connection(service, first);
         loop {
-            match server.recv() {
-                Ok(request) if service.stopping() => {
-                    let _ = request.respond(text(503, "ccci serve is stopping"));
-                    break;
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let next = {
+                let receiver = self.receiver.lock().unwrap_or_else(|p| p.into_inner());
+                match receiver.recv_timeout(IDLE) {
+                    Ok(stream) => Some(stream),
+                    Err(_) => {
+                        // Retire, unless a connection was promised meanwhile: then take it.
+                        if self
+                            .idle
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                        {
+                            None
+                        } else {
+                            receiver.recv().ok()
+                        }
+                    }
                 }
-                Ok(request) => route(&service, request),
-                // An error while not stopping: tiny_http's accept loop has ended (out of file
-                // descriptors, say) and will take no connection again. Say so: serve ends, and
-                // its supervisor starts it afresh.
-                Err(e) if !service.stopping() => {
-                    service.http_failed(&e.to_string());
-                    break;
+            };
+            match next {
+                Some(stream) => serve_connection(service, stream),
+                None => return,
+            }
+        }
+    }
+}
+
+/// The accept loop.
+pub fn spawn(service: Arc<Service>, listener: TcpListener) -> Result<JoinHandle<()>> {
+    thread("http".into(), move || {
+        let pool = Pool::new();
+        for stream in listener.incoming() {
+            if service.stopping() {
+                break;
+            }
+            match stream {
+                Ok(stream) => accept(&service, &pool, stream),
+                // Out of file descriptors, a connection reset before it was taken: the
+                // listener itself is fine. Pause a moment rather than spin.
+                Err(e) => {
+                    service.emit(ServeEvent::Trouble {
+                        what: format!("cannot accept a connection: {e}"),
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(_) => break,
             }
         }
     })
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
-}
-
-fn text(status: u16, body: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_string(format!("{body}\n"))
-        .with_status_code(status)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
-}
-
-fn html(status: u16, body: String) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header("Content-Type", "text/html; charset=utf-8"))
-}
-
-fn route(service: &Arc<Service>, request: Request) {
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let path = path.to_string();
-    let query = query.to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = request.method().clone();
-    let answer = match (&method, segments.as_slice()) {
-        (Method::Post, ["hook"]) => {
-            return deliver(service, request);
-        }
-        (_, ["hook"]) => text(405, "POST webhook deliveries here"),
-        (Method::Get, ["healthz"]) => match service.store.stats() {
-            Ok(_) => text(200, "ok"),
-            Err(e) => text(503, &format!("store unavailable: {e}")),
-        },
-        (Method::Get, ["metrics"]) => match service.store.stats() {
-            Ok(stats) => Response::from_string(service.metrics.render(&stats)).with_header(header(
-                "Content-Type",
-                "text/plain; version=0.0.4; charset=utf-8",
-            )),
-            Err(e) => text(503, &format!("store unavailable: {e}")),
-        },
-        (Method::Get, [""]) => super::pages::index(service, &query),
-        (Method::Get, ["runs", id]) => super::pages::run_page(service, id),
-        (Method::Get, ["runs", id, "log"]) => {
-            return stream_log(service, request, id, &query);
-        }
-        (Method::Get, ["runs", id, "diagnostics", file]) => {
-            super::pages::diagnostic(service, id, file)
-        }
-        (Method::Get, _) => html(404, service.dashboard.not_found(&format!("page `{path}`"))),
-        _ => text(405, "method not allowed"),
-    };
-    // The client may have gone; nothing to do about it.
-    let _ = request.respond(answer);
-}
-
-fn hook(service: &Service, request: &mut Request) -> Response<std::io::Cursor<Vec<u8>>> {
-    let mut body = Vec::new();
-    if let Err(e) = request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-    {
-        service.metrics.rejection("unreadable");
-        service.emit(ServeEvent::Rejected {
-            cause: format!("unreadable body: {e}"),
-        });
-        return text(400, "unreadable body");
+fn accept(service: &Arc<Service>, pool: &Arc<Pool>, mut stream: TcpStream) {
+    // Timeouts first: whatever happens next, nothing waits on this client for ever.
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    if CONNECTIONS.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+        let _ = Page::text(503, "too many connections; try again later").write(&mut stream, false);
+        return;
     }
-    let headers: Vec<(String, String)> = request
-        .headers()
+    pool.dispatch(service, stream);
+}
+
+/// One connection, start to end; the count of open connections goes down with it.
+fn serve_connection(service: &Arc<Service>, stream: TcpStream) {
+    connection(service, stream);
+    CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn connection(service: &Arc<Service>, mut stream: TcpStream) {
+    let request = match read_request(&mut stream) {
+        Ok(request) => request,
+        Err(refusal) => {
+            if refusal.hook {
+                let cause = if refusal.status == 413 {
+                    "too_large"
+                } else {
+                    "malformed"
+                };
+                service.metrics.rejection(cause);
+                service.emit(ServeEvent::Rejected {
+                    cause: refusal.message.clone(),
+                });
+            }
+            let _ = Page::text(refusal.status, &refusal.message).write(&mut stream, false);
+            if let Some(left) = refusal.unread {
+                // Let an honest client finish sending, so it reads the answer, not a reset.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = std::io::copy(
+                    &mut (&stream).take(left.min(MAX_DRAIN)),
+                    &mut std::io::sink(),
+                );
+            }
+            return;
+        }
+    };
+    route(service, request, stream);
+}
+
+/// Why a request was not read.
+struct Refusal {
+    status: u16,
+    message: String,
+    /// It was meant for /hook (for the rejection metric).
+    hook: bool,
+    /// Body bytes the client announced and serve did not read.
+    unread: Option<u64>,
+}
+
+fn refuse(status: u16, message: &str) -> Refusal {
+    Refusal {
+        status,
+        message: message.to_string(),
+        hook: false,
+        unread: None,
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> std::result::Result<Request, Refusal> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(refuse(431, "request head too large"));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(refuse(400, "incomplete request")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return Err(refuse(408, "request timed out")),
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(&buf[..head_end]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(refuse(400, "malformed request")),
+    }
+    let method = parsed.method.unwrap_or_default().to_string();
+    let target = parsed.path.unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = parsed
+        .headers
         .iter()
         .map(|h| {
             (
-                h.field.as_str().as_str().to_string(),
-                h.value.as_str().to_string(),
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).trim().to_string(),
             )
         })
         .collect();
-    let answer = handle_hook(
-        service,
-        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-        &body,
-    );
-    text(answer.status, &answer.body)
-}
-
-/// Hands a delivery to a thread of its own: its body may be slow to come, or never come, and
-/// the acceptors must stay free for everyone else meanwhile. tiny_http sets no socket timeouts
-/// (and a listening socket with them would end its accept loop), so such a thread lasts as
-/// long as its client keeps the connection open, as tiny_http's own thread for that
-/// connection does.
-fn deliver(service: &Arc<Service>, request: Request) {
-    let reader = service.clone();
-    let spawned = thread("hook".into(), move || {
-        let mut request = request;
-        let answer = hook(&reader, &mut request);
-        let _ = request.respond(answer);
-    });
-    if let Err(e) = spawned {
-        // The request went with the closure; its connection closes.
-        service.emit(ServeEvent::Trouble {
-            what: e.to_string(),
+    let hook = target.split('?').next() == Some("/hook");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    if header("Transfer-Encoding").is_some() {
+        return Err(Refusal {
+            hook,
+            ..refuse(411, "send the body with a Content-Length")
         });
     }
-}
-
-/// Hands a live-log request to a thread of its own.
-fn stream_log(service: &Arc<Service>, request: Request, id: &str, query: &str) {
-    if STREAMS.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
-        STREAMS.fetch_sub(1, Ordering::SeqCst);
-        let _ = request.respond(text(503, "too many live logs open; try again later"));
-        return;
-    }
-    let streamer = service.clone();
-    let (id, query) = (id.to_string(), query.to_string());
-    let spawned = thread(format!("log-{id}"), move || {
-        super::pages::log(&streamer, request, &id, &query);
-        STREAMS.fetch_sub(1, Ordering::SeqCst);
-    });
-    if let Err(e) = spawned {
-        // The request went with the closure; its connection closes.
-        STREAMS.fetch_sub(1, Ordering::SeqCst);
-        service.emit(ServeEvent::Trouble {
-            what: e.to_string(),
+    let length: u64 = match header("Content-Length") {
+        None => 0,
+        Some(text) => text.parse().map_err(|_| Refusal {
+            hook,
+            ..refuse(400, "malformed Content-Length")
+        })?,
+    };
+    if length > MAX_BODY as u64 {
+        return Err(Refusal {
+            hook,
+            unread: Some(length),
+            ..refuse(413, &super::webhook::Refusal::TooLarge.to_string())
         });
     }
+    let mut body = buf.split_off(head_end);
+    let wanted = length as usize;
+    if body.len() < wanted {
+        let mut rest = vec![0; wanted - body.len()];
+        stream.read_exact(&mut rest).map_err(|_| Refusal {
+            hook,
+            ..refuse(408, "the body did not come in time")
+        })?;
+        body.extend_from_slice(&rest);
+    }
+    body.truncate(wanted);
+    Ok(Request {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn route(service: &Arc<Service>, request: Request, mut stream: TcpStream) {
+    let target = request.target.clone();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let head_only = request.method == "HEAD";
+    let get = request.method == "GET" || head_only;
+    let page = match (request.method.as_str(), segments.as_slice()) {
+        ("POST", ["hook"]) => {
+            let answer = handle_hook(
+                service,
+                request
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str())),
+                &request.body,
+            );
+            Page::text(answer.status, &answer.body)
+        }
+        (_, ["hook"]) => Page::text(405, "POST webhook deliveries here"),
+        (_, ["healthz"]) if get => match service.store.stats() {
+            Ok(_) => Page::text(200, "ok"),
+            Err(e) => Page::text(503, &format!("store unavailable: {e}")),
+        },
+        (_, ["metrics"]) if get => match service.store.stats() {
+            Ok(stats) => Page {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: service.metrics.render(&stats).into_bytes(),
+            },
+            Err(e) => Page::text(503, &format!("store unavailable: {e}")),
+        },
+        (_, [""]) if get => super::pages::index(service, query),
+        (_, ["runs", id]) if get => super::pages::run_page(service, id),
+        ("GET", ["runs", id, "log"]) => {
+            if STREAMS.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+                STREAMS.fetch_sub(1, Ordering::SeqCst);
+                Page::text(503, "too many live logs open; try again later")
+            } else {
+                super::pages::log(service, &request, &mut stream, id, query);
+                STREAMS.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        }
+        (_, ["runs", id, "diagnostics", file]) if get => {
+            super::pages::diagnostic(service, id, file)
+        }
+        _ if get => Page::html(404, service.dashboard.not_found(&format!("page `{path}`"))),
+        _ => Page::text(405, "method not allowed"),
+    };
+    // The client may have gone; nothing to do about it.
+    let _ = page.write(&mut stream, head_only);
 }

@@ -282,11 +282,10 @@ pub fn stream(
     }
 }
 
-/// Answers a log request on a raw HTTP/1.1 connection (tiny_http's `Request::into_writer`):
-/// the status line and [`Format::headers`], then the log as a chunked body, ended by the last
-/// chunk when the run finished or the stream was stopped, so the client can tell a complete
-/// answer from a broken connection. The body is chunked by hand because tiny_http's own chunked responses buffer 8 KiB
-/// before sending anything, which would hold a live log back.
+/// Answers a log request on a raw HTTP/1.1 connection: the status line and
+/// [`Format::headers`], then the log as a chunked body, ended by the last chunk when the run
+/// finished or the stream was stopped, so the client can tell a complete answer from a broken
+/// connection. Each line is written (and flushed) as it comes, never held in a buffer.
 ///
 /// Without [`LogRequest::follow`], the log as it is now is sent and the response ends.
 pub fn respond(
@@ -329,9 +328,8 @@ pub fn respond(
 }
 
 /// The status line and headers of a streamed log response with a chunked body.
-/// `Connection: close` has the client close the connection once the stream ended: tiny_http
-/// keeps a thread per open connection, and a connection that carried a live log is seldom
-/// reused (a browser closes its `EventSource` on `eof`).
+/// `Connection: close`: serve answers one request per connection (a browser closes its
+/// `EventSource` on `eof` anyway).
 pub fn http_head(format: Format) -> String {
     let mut head = String::from("HTTP/1.1 200 OK\r\n");
     for (name, value) in format.headers() {

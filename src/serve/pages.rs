@@ -5,15 +5,13 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-use tiny_http::{Header, Request, Response};
-
 use super::dashboard::{Filter, RecipeHistory, RunView};
 use super::livelog::{LogRequest, StreamOptions, respond};
 use super::service::Service;
 use super::store::{ListFilter, RunRow, RunState, now_ms, verdicts};
 use crate::run::record::RunRecord;
 
-type Page = Response<std::io::Cursor<Vec<u8>>>;
+use super::http::{Page, Request};
 
 /// The most of a log a run page embeds; the live stream brings the rest.
 const EMBEDDED_LOG: u64 = 2 << 20;
@@ -21,12 +19,7 @@ const EMBEDDED_LOG: u64 = 2 << 20;
 const LISTED: usize = 200;
 
 fn html(status: u16, body: String) -> Page {
-    Response::from_string(body)
-        .with_status_code(status)
-        .with_header(
-            Header::from_bytes(&b"Content-Type"[..], &b"text/html; charset=utf-8"[..])
-                .expect("static header is valid"),
-        )
+    Page::html(status, body)
 }
 
 fn error(service: &Service, status: u16, message: &str) -> Page {
@@ -182,10 +175,11 @@ pub fn diagnostic(service: &Service, id: &str, file: &str) -> Page {
         && matches!(name.components().next(), Some(Component::Normal(_)));
     let path = service.run_dir(&row).join("diagnostics").join(name);
     match std::fs::read(&path) {
-        Ok(bytes) if plain => Response::from_data(bytes).with_header(
-            Header::from_bytes(&b"Content-Type"[..], &b"text/plain; charset=utf-8"[..])
-                .expect("static header is valid"),
-        ),
+        Ok(bytes) if plain => Page {
+            status: 200,
+            content_type: "text/plain; charset=utf-8",
+            body: bytes,
+        },
         _ => html(
             404,
             service
@@ -197,24 +191,23 @@ pub fn diagnostic(service: &Service, id: &str, file: &str) -> Page {
 
 /// Streams a run's log on the request's connection until the run is done (or the client
 /// leaves).
-pub fn log(service: &Service, request: Request, id: &str, query: &str) {
+pub fn log(
+    service: &Service,
+    request: &Request,
+    conn: &mut std::net::TcpStream,
+    id: &str,
+    query: &str,
+) {
     let row = match find(service, id) {
         Ok(row) => row,
         Err(page) => {
-            let _ = request.respond(page);
+            let _ = page.write(conn, false);
             return;
         }
     };
-    let header = |name: &'static str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str().to_string())
-    };
     let wanted = LogRequest::parse(
-        header("Accept").as_deref(),
-        header("Last-Event-ID").as_deref(),
+        request.header("Accept"),
+        request.header("Last-Event-ID"),
         Some(query),
     );
     let path = service.run_dir(&row).join("log");
@@ -223,13 +216,9 @@ pub fn log(service: &Service, request: Request, id: &str, query: &str) {
             || matches!(service.store.get(row.id), Ok(Some(r)) if r.state == RunState::Done)
             || matches!(service.store.get(row.id), Ok(None))
     };
-    let mut conn = request.into_writer();
+    // A stream may stay quiet for long between lines: only writes are bounded (a client that
+    // stops reading), not the wait for the next line.
+    let _ = conn.set_read_timeout(None);
     // A client that left mid-stream is no error of serve's.
-    let _ = respond(
-        &mut *conn,
-        &path,
-        &wanted,
-        &finished,
-        &StreamOptions::default(),
-    );
+    let _ = respond(conn, &path, &wanted, &finished, &StreamOptions::default());
 }

@@ -221,8 +221,6 @@ pub struct Service {
     /// Run id → the pid of its `ccci test` child, while it runs.
     children: Mutex<HashMap<i64, i32>>,
     stopping: AtomicBool,
-    /// Set when serve cannot go on (its HTTP server died): why.
-    failure: Mutex<Option<String>>,
 }
 
 impl Service {
@@ -232,17 +230,6 @@ impl Service {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
-    }
-
-    /// The HTTP server stopped accepting connections; serve cannot go on.
-    pub fn http_failed(&self, why: &str) {
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if failure.is_none() {
-            self.emit(ServeEvent::Trouble {
-                what: format!("the HTTP server stopped accepting connections: {why}"),
-            });
-            *failure = Some(why.to_string());
-        }
     }
 
     /// Wakes the triage thread of pull request `pr` of `repo`: a command is waiting.
@@ -337,7 +324,8 @@ fn terminate(pid: i32) {
 pub struct Running {
     pub service: Arc<Service>,
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
+    /// Where serve listens: a connection there wakes the accept loop at stop.
+    listening: SocketAddr,
     /// The reporters, apart: they are stopped last, so the final reports of the runs a stop
     /// interrupts still reach the forge.
     reporters: Vec<JoinHandle<()>>,
@@ -345,24 +333,12 @@ pub struct Running {
 }
 
 impl Running {
-    /// Why serve cannot go on, once it cannot (its HTTP server stopped accepting).
-    pub fn failure(&self) -> Option<String> {
-        self.service
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Stops accepting, stops running runs (their children tear down), and waits for every
     /// thread. Runs stopped this way end `interrupted` and are reported before serve exits:
     /// the reporters are told to stop only once the workers have asked for those reports.
     pub fn stop(self) {
         self.service.stopping.store(true, Ordering::SeqCst);
-        // Each call wakes one acceptor blocked in `recv`.
-        for _ in 0..super::http::ACCEPTORS {
-            self.server.unblock();
-        }
+        super::http::unblock(self.listening);
         let running: Vec<RunRow> = self
             .service
             .store
@@ -406,23 +382,21 @@ pub fn start(
     })?;
     std::fs::create_dir_all(&core.runs_dir)
         .map_err(|e| Error::io("create the runs dir", &core.runs_dir, e))?;
-    let server = tiny_http::Server::http(config.listen).map_err(|e| {
+    let listener = super::http::bind(config.listen).map_err(|e| {
         Error::Infra(format!(
             "cannot listen on {}: {e}; choose another serve.listen",
             config.listen
         ))
     })?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| Error::Infra("the HTTP server has no IP address".into()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Infra(format!("the HTTP server has no address: {e}")))?;
     let mut config = config;
     // Without a public URL the dashboard is reached where serve listens; with port 0 that is
     // only known now, and a link to port 0 (in a commit status) would lead nowhere.
     if config.listen.port() == 0 && config.public_url == format!("http://{}", config.listen) {
         config.public_url = format!("http://{addr}");
     }
-    let server = Arc::new(server);
     let (reports, inboxes): (Vec<_>, Vec<_>) = (0..super::report::REPORTERS)
         .map(|_| mpsc::channel())
         .unzip();
@@ -445,7 +419,6 @@ pub fn start(
         reports: Mutex::new(reports),
         children: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
-        failure: Mutex::new(None),
     });
     let reporters = inboxes
         .into_iter()
@@ -462,9 +435,7 @@ pub fn start(
     }
     threads.push(super::poll::spawn(service.clone())?);
     threads.push(checkpoints(service.clone())?);
-    for n in 0..super::http::ACCEPTORS {
-        threads.push(super::http::spawn(service.clone(), server.clone(), n)?);
-    }
+    threads.push(super::http::spawn(service.clone(), listener)?);
     service.emit(ServeEvent::Listening {
         addr,
         public_url: service.config.public_url.clone(),
@@ -472,7 +443,7 @@ pub fn start(
     Ok(Running {
         service,
         addr,
-        server,
+        listening: addr,
         reporters,
         threads,
     })

@@ -37,6 +37,8 @@ crate::tests! {
     local: an_unknown_stage_is_answered_with_its_name_and_only_to_members,
     local: secrets_appear_nowhere_but_the_authorization_header,
     local: retention_forgets_the_oldest_finished_runs_with_their_files,
+    local: regression_an_absurd_content_length_aborted_serve,
+    local: regression_stalled_connections_froze_the_intake,
 }
 
 /// The forge account serve's token belongs to.
@@ -1495,6 +1497,85 @@ fn retention_forgets_the_oldest_finished_runs_with_their_files() {
     );
     assert!(!console(&run_dirs[0]).exists() && !console(&run_dirs[1]).exists());
     assert!(console(&run_dirs[2]).exists(), "the newest run is kept");
+    let out = serve.stop();
+    assert_eq!(out.code(), Some(0), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile connections.
+
+/// Opens a connection that sends `head` and then nothing.
+fn half_request(serve: &ServeProc, head: &str) -> std::net::TcpStream {
+    let host = serve.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+fn regression_an_absurd_content_length_aborted_serve() {
+    let forge = forge(&[open(1)]);
+    let sb = sandbox(&forge, Some(SECRET), NO_POLL);
+    let mut serve = start_without_docker(&sb);
+    for target in ["/hook", "/healthz"] {
+        let method = if target == "/hook" { "POST" } else { "GET" };
+        let mut stream = half_request(
+            &serve,
+            &format!(
+                "{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"
+            ),
+        );
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        // Serve answers and stops reading; what it sent is the answer.
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{target}: {answer:?}");
+    }
+    assert_eq!(get(&serve, "/healthz").0, 200, "serve lives on");
+    assert_eq!(
+        metric(&serve, "ccci_webhook_rejections_total{cause=\"too_large\"}"),
+        Some(1)
+    );
+    serve.line("serve: delivery rejected: body over 1048576 bytes", 1);
+    let out = serve.stop();
+    assert_eq!(out.code(), Some(0), "{out}");
+}
+
+fn regression_stalled_connections_froze_the_intake() {
+    let forge = forge(&[open(1)]);
+    let sb = sandbox(&forge, Some(SECRET), NO_POLL);
+    let serve = start_without_docker(&sb);
+    // Bodies announced and never sent, and heads never finished, all at once.
+    let mut stalled: Vec<_> = (0..40)
+        .map(|n| {
+            let head = if n % 2 == 0 {
+                "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+            } else {
+                "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+            };
+            half_request(&serve, head)
+        })
+        .collect();
+    // Everyone else is answered at once meanwhile.
+    assert_eq!(get(&serve, "/healthz").0, 200);
+    let event = pr_comment(1, 4401, "maintainer", "!testme install");
+    assert_eq!(deliver(&serve, "issue_comment", &event).0, 202);
+    // And a stalled connection is given up after serve's I/O timeout, well before the
+    // client's own.
+    let stalled = &mut stalled[0];
+    stalled
+        .set_read_timeout(Some(
+            ccci::serve::http::IO_TIMEOUT + Duration::from_secs(10),
+        ))
+        .unwrap();
+    let mut answer = String::new();
+    let read = stalled.read_to_string(&mut answer);
+    assert!(
+        read.is_ok(),
+        "serve never gave the stalled delivery up: {read:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     let out = serve.stop();
     assert_eq!(out.code(), Some(0), "{out}");
 }

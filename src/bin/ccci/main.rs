@@ -524,13 +524,6 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
     )?;
     // Signals only set a flag; look at it a few times a second.
     while cancel.signal().is_none() {
-        if let Some(why) = running.failure() {
-            // Runs are stopped and reported like at any stop; the supervisor restarts serve.
-            running.stop();
-            return Err(Error::Infra(format!(
-                "ccci serve cannot take connections any more ({why}); start it again"
-            )));
-        }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     running.stop();
