@@ -80,19 +80,21 @@ impl Page {
         }
     }
 
-    /// Writes the answer and the end of it: the connection closes after.
+    /// Writes the answer in one piece (one packet for a small page); the connection closes
+    /// after.
     pub fn write(&self, out: &mut impl Write, head_only: bool) -> std::io::Result<()> {
-        write!(
-            out,
+        let mut answer = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
             self.status,
             reason(self.status),
             self.content_type,
             self.body.len()
-        )?;
+        )
+        .into_bytes();
         if !head_only {
-            out.write_all(&self.body)?;
+            answer.extend_from_slice(&self.body);
         }
+        out.write_all(&answer)?;
         out.flush()
     }
 }
