@@ -117,11 +117,6 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Binds serve's listening socket.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-}
-
 /// Wakes the accept loop (it looks at `stopping` after each connection).
 pub fn unblock(addr: SocketAddr) {
     // Refused or not, the attempt is what wakes `accept`.

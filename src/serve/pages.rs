@@ -18,12 +18,8 @@ const EMBEDDED_LOG: u64 = 2 << 20;
 /// Runs the index lists at most.
 const LISTED: usize = 200;
 
-fn html(status: u16, body: String) -> Page {
-    Page::html(status, body)
-}
-
 fn error(service: &Service, status: u16, message: &str) -> Page {
-    html(status, service.dashboard.error_page(status, message))
+    Page::html(status, service.dashboard.error_page(status, message))
 }
 
 /// A store row as the pages show it. A run closed before its pull request was read (refused)
@@ -72,7 +68,7 @@ pub fn index(service: &Service, query: &str) -> Page {
     let forge_url = &service.config.forge_url;
     let views: Vec<RunView> = rows.iter().map(|row| view(row, forge_url)).collect();
     match service.dashboard.index(&views, &filter, &histories) {
-        Ok(page) => html(200, page),
+        Ok(page) => Page::html(200, page),
         Err(e) => error(service, 500, &e.to_string()),
     }
 }
@@ -115,14 +111,17 @@ fn history(service: &Service, recipe: String) -> RecipeHistory {
 
 fn find(service: &Service, id: &str) -> Result<RunRow, Page> {
     let Ok(id) = id.parse::<i64>() else {
-        return Err(html(
+        return Err(Page::html(
             404,
             service.dashboard.not_found(&format!("run `{id}`")),
         ));
     };
     match service.store.get(id) {
         Ok(Some(row)) => Ok(row),
-        Ok(None) => Err(html(404, service.dashboard.not_found(&format!("run {id}")))),
+        Ok(None) => Err(Page::html(
+            404,
+            service.dashboard.not_found(&format!("run {id}")),
+        )),
         Err(_) => Err(error(
             service,
             503,
@@ -159,7 +158,7 @@ pub fn run_page(service: &Service, id: &str) -> Page {
         &diagnostics,
         &log,
     ) {
-        Ok(page) => html(200, page),
+        Ok(page) => Page::html(200, page),
         Err(e) => error(service, 500, &e.to_string()),
     }
 }
@@ -180,7 +179,7 @@ pub fn diagnostic(service: &Service, id: &str, file: &str) -> Page {
             content_type: "text/plain; charset=utf-8",
             body: bytes,
         },
-        _ => html(
+        _ => Page::html(
             404,
             service
                 .dashboard
@@ -213,8 +212,12 @@ pub fn log(
     let path = service.run_dir(&row).join("log");
     let finished = || {
         service.stopping()
-            || matches!(service.store.get(row.id), Ok(Some(r)) if r.state == RunState::Done)
-            || matches!(service.store.get(row.id), Ok(None))
+            || match service.store.get(row.id) {
+                Ok(Some(r)) => r.state == RunState::Done,
+                // Forgotten by retention: nothing more will come.
+                Ok(None) => true,
+                Err(_) => false,
+            }
     };
     // A stream may stay quiet for long between lines: only writes are bounded (a client that
     // stops reading), not the wait for the next line.

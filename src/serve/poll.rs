@@ -155,13 +155,7 @@ pub fn retention(service: &Service) {
                 let dir = service.run_dir(run);
                 // Already gone is fine; anything else would only be retried next hour.
                 let _ = std::fs::remove_dir_all(&dir);
-                let _ = std::fs::remove_file(
-                    service
-                        .config
-                        .state_dir
-                        .join("console")
-                        .join(format!("{}.log", run.run_dir_id())),
-                );
+                let _ = std::fs::remove_file(service.console_file(run));
             }
             if !pruned.is_empty() {
                 service.emit(ServeEvent::Pruned { runs: pruned.len() });

@@ -306,6 +306,15 @@ impl Service {
         format!("{}/runs/{id}", self.config.public_url)
     }
 
+    /// Where a run's `ccci test` child writes its stderr: the reason of last resort when it
+    /// ends without a verdict.
+    pub fn console_file(&self, run: &RunRow) -> PathBuf {
+        self.config
+            .state_dir
+            .join("console")
+            .join(format!("{}.log", run.run_dir_id()))
+    }
+
     /// The run directory of a run.
     pub fn run_dir(&self, run: &RunRow) -> PathBuf {
         self.core.runs_dir.join(run.run_dir_id())
@@ -382,7 +391,7 @@ pub fn start(
     })?;
     std::fs::create_dir_all(&core.runs_dir)
         .map_err(|e| Error::io("create the runs dir", &core.runs_dir, e))?;
-    let listener = super::http::bind(config.listen).map_err(|e| {
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
         Error::Infra(format!(
             "cannot listen on {}: {e}; choose another serve.listen",
             config.listen

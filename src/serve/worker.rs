@@ -78,7 +78,7 @@ pub fn command(service: &Service, run: &RunRow) -> Command {
 
 fn execute(service: &Service, run: &RunRow) {
     let (verdict, reason) = match spawn_and_wait(service, run) {
-        Ok(status) => judge(&service.run_dir(run), status, &stderr_file(service, run)),
+        Ok(status) => judge(&service.run_dir(run), status, &service.console_file(run)),
         Err(e) => (verdicts::ERROR.to_string(), Some(e)),
     };
     match service.store.finish(run.id, &verdict, reason.as_deref()) {
@@ -94,16 +94,8 @@ fn execute(service: &Service, run: &RunRow) {
     service.report(run, Report::Final);
 }
 
-fn stderr_file(service: &Service, run: &RunRow) -> std::path::PathBuf {
-    service
-        .config
-        .state_dir
-        .join("console")
-        .join(format!("{}.log", run.run_dir_id()))
-}
-
 fn spawn_and_wait(service: &Service, run: &RunRow) -> std::result::Result<ExitStatus, String> {
-    let console = stderr_file(service, run);
+    let console = service.console_file(run);
     if let Some(dir) = console.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
