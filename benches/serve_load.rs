@@ -14,8 +14,11 @@
 //! runs, one per comment; `/metrics` agrees), every forged delivery got a 401 and recorded
 //! nothing, and each head got exactly one `pending` status.
 //!
-//! Runs fail fast on purpose, to keep them out of the measurement: their `ccci test` clones
-//! the recipe from the stand-in forge, which answers 404, and serve runs one at a time.
+//! Runs stay out of the measurement, as on a CI host, where a run takes minutes: serve runs
+//! one at a time, and its `ccci test` finds at `DOCKER_HOST` a stand-in engine that takes the
+//! connection and holds it, unanswered, until the figures are taken (then closes it, and the
+//! queue drains fast). Runs finishing by the hundred a second would be nothing like a CI
+//! host, and their processes and reports would be measured as intake latency.
 //! Targets: accept p99 ≤ 5 ms, delivery → pending ≤ 200 ms, idle RSS ≤ 20 MB.
 //!
 //! Run with `cargo bench --bench serve_load`.
@@ -58,7 +61,8 @@ fn main() {
     let load = load_average();
     let dir = tempfile::tempdir().expect("temp dir");
     let forge = Forge::start();
-    let mut serve = Serve::start(dir.path(), &forge.url);
+    let engine = Engine::hold(&dir.path().join("engine.sock"));
+    let mut serve = Serve::start(dir.path(), &forge.url, &engine.path);
 
     // Idle: listening, nothing asked of it yet.
     std::thread::sleep(IDLE);
@@ -81,9 +85,11 @@ fn main() {
         plan.push(Planned::floor(&serve.addr));
     }
     shuffle(&mut plan, 0x05ee_dcc1);
+    let cpu_before = Cpu::read(serve.child.id());
     let started = Instant::now();
     let sent = send_all(&serve.addr, plan);
     let load_took = started.elapsed();
+    let cpu = Cpu::read(serve.child.id()).since(&cpu_before);
 
     // Until every head has its pending status, or the bounded wait ends (the checks say so).
     let until = Instant::now() + WAIT;
@@ -93,11 +99,16 @@ fn main() {
     let after = serve.memory();
     let metrics = serve.get("/metrics");
     let stored = stored_runs(&dir.path().join("state").join("serve.db"));
+    // The held run ends (its engine hangs up) and the next ones start: SIGTERM comes with a
+    // run running and the rest queued. (A run whose engine call hangs heeds SIGTERM only once
+    // the call times out.)
+    engine.release();
     let stop = serve.stop();
     let stderr = serve.stderr();
     let report = Report::new(&sent, &quiet, &forge, &metrics, stored, &stderr);
     forge.stop();
     report.print(load_took, [idle, after], &stop, &load, &stderr);
+    cpu.print(load_took);
     if !report.correct() || stop.exited.is_none() {
         std::process::exit(1);
     }
@@ -312,6 +323,45 @@ struct Forge {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// A docker engine socket that takes connections and answers nothing until released: a run's
+/// first question to the engine waits there, as a real run waits minutes on its deploy.
+struct Engine {
+    path: std::path::PathBuf,
+    released: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Engine {
+    fn hold(path: &Path) -> Engine {
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("an engine socket");
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = released.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                held.extend(stream.ok());
+            }
+        });
+        Engine {
+            path: path.to_path_buf(),
+            released,
+            thread,
+        }
+    }
+
+    /// Closes every held connection, and every later one at once.
+    fn release(self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread, which sees the release and drops what it held.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        let _ = self.thread.join();
+    }
+}
+
 #[derive(Default)]
 struct ForgeLog {
     /// Head sha → arrival of each `pending` status on it.
@@ -476,7 +526,7 @@ struct Stopped {
 }
 
 impl Serve {
-    fn start(dir: &Path, forge_url: &str) -> Serve {
+    fn start(dir: &Path, forge_url: &str, engine: &Path) -> Serve {
         let exe = env!("CARGO_BIN_EXE_ccci");
         std::fs::write(dir.join("forge-token"), "bench-token").expect("token file");
         std::fs::write(dir.join("hook-secret"), SECRET).expect("secret file");
@@ -493,6 +543,7 @@ impl Serve {
             .env("CCCI_RUNS_DIR", dir.join("runs"))
             .env("CCCI_APP_LOCK_DIR", dir.join("locks"))
             .env("ABRA_DIR", dir.join("abra"))
+            .env("DOCKER_HOST", format!("unix://{}", engine.display()))
             .env_remove("CCCI_STATE_DIR")
             .env_remove("CCCI_SKIP_FETCH")
             .stdin(Stdio::null())
@@ -619,6 +670,10 @@ fn stored_runs(db: &Path) -> Stored {
         },
     )
     .expect("count serve's runs")
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
 }
 
 fn load_average() -> String {
@@ -826,7 +881,7 @@ impl Report {
         );
         println!(
             "  machine: {} cores, load average {load} at the start",
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            cores()
         );
         println!(
             "  {:<34} {:>9} {:>9} {:>9}",
@@ -922,6 +977,96 @@ impl Report {
                 println!("    {line}");
             }
         }
+    }
+}
+
+/// CPU time spent so far, in clock ticks, from /proc: serve's threads grouped by name (digits
+/// dropped: `triage-0` and `triage-1` are `triage-`), the runs it has waited for, and this
+/// benchmark's own clients and stand-in forge.
+#[derive(Default)]
+struct Cpu {
+    threads: std::collections::BTreeMap<String, u64>,
+    runs: u64,
+    bench: u64,
+}
+
+impl Cpu {
+    fn read(pid: u32) -> Cpu {
+        let mut cpu = Cpu::default();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("serve's threads");
+        for task in tasks.flatten() {
+            // Threads end while being read (idle connection threads retire): skip those.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let (name, times) = stat_times(&stat);
+            let group = name
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_string();
+            *cpu.threads.entry(group).or_default() += times[0] + times[1];
+        }
+        let serve = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("serve's stat");
+        let times = stat_times(&serve).1;
+        cpu.runs = times[2] + times[3];
+        let own = std::fs::read_to_string("/proc/self/stat").expect("own stat");
+        cpu.bench = stat_times(&own).1[..2].iter().sum();
+        cpu
+    }
+
+    /// What was spent since `before`; threads that ended meanwhile are lost to the sum.
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            threads: self
+                .threads
+                .iter()
+                .map(|(name, t)| {
+                    let was = before.threads.get(name).copied().unwrap_or(0);
+                    (name.clone(), t.saturating_sub(was))
+                })
+                .filter(|(_, t)| *t > 0)
+                .collect(),
+            runs: self.runs.saturating_sub(before.runs),
+            bench: self.bench.saturating_sub(before.bench),
+        }
+    }
+
+    fn print(&self, wall: Duration) {
+        let tick = |t: u64| format!("{} ms", t * 1000 / ticks_per_second());
+        let threads: Vec<String> = self
+            .threads
+            .iter()
+            .map(|(name, t)| format!("{name} {}", tick(*t)))
+            .collect();
+        println!(
+            "  CPU while the load ran ({} wall on {} cores): serve's threads: {}; serve's runs {}; this benchmark (clients, stand-in forge) {}",
+            ms(wall),
+            cores(),
+            threads.join(", "),
+            tick(self.runs),
+            tick(self.bench),
+        );
+    }
+}
+
+/// A /proc stat line's command name and its utime, stime, cutime, cstime.
+fn stat_times(stat: &str) -> (&str, [u64; 4]) {
+    // The name is in parentheses and may hold spaces; the fields after it are plain.
+    let open = stat.find('(').unwrap_or(0);
+    let close = stat.rfind(')').unwrap_or(stat.len());
+    let name = &stat[(open + 1).min(close)..close];
+    let fields: Vec<u64> = stat[close + 1..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // Fields 14–17 of the line; the state (field 3) is the first after the name.
+    let at = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+    (name, [at(14), at(15), at(16), at(17)])
+}
+
+fn ticks_per_second() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as u64,
+        _ => 100,
     }
 }
 

@@ -1,21 +1,22 @@
 //! The HTTP side of `ccci serve`: a small HTTP/1.1 server over std's `TcpListener`, with
-//! `httparse` reading request heads. A thread per open connection (bounded, and kept for the
-//! next one), read and write timeouts on every connection, bodies refused by their declared
-//! size before a byte of them is read, and `Connection: close` on every answer. That is all a webhook intake, a few pages
-//! and live logs need, and it keeps a hostile client from holding serve: a stalled body is
-//! given up after [`IO_TIMEOUT`], an absurd `Content-Length` is answered 413 at once.
+//! `httparse` reading request heads. A thread per open connection (bounded, each waiting in
+//! `accept` for its next one), read and write timeouts on every connection, bodies refused by
+//! their declared size before a byte of them is read, and `Connection: close` on every
+//! answer. That is all a webhook intake, a few pages and live logs need, and it keeps a
+//! hostile client from holding serve: a stalled body is given up after [`IO_TIMEOUT`], an
+//! absurd `Content-Length` is answered 413 at once.
 //!
 //! Routes: `POST /hook`, `GET /` (dashboard), `GET /runs/{id}`, `GET /runs/{id}/log` (SSE or
 //! plain text), `GET /runs/{id}/diagnostics/{file}`, `GET /healthz`, `GET /metrics`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::intake::handle_hook;
+use super::intake::{follow_up, handle_hook};
 use super::service::{ServeEvent, Service, thread};
 use super::webhook::MAX_BODY;
 use crate::error::Result;
@@ -117,110 +118,95 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Wakes the accept loop (it looks at `stopping` after each connection).
-pub fn unblock(addr: SocketAddr) {
-    // Refused or not, the attempt is what wakes `accept`.
-    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+/// Connection threads, each waiting in `accept` itself: the kernel hands a new connection
+/// straight to a waiting thread, with no second thread to wake on the way (on a busy host,
+/// each wake is a wait for a core). A thread that takes a connection while no other is
+/// waiting starts one first, so the next connection never waits behind this one (a stalled
+/// client holds its thread up to [`IO_TIMEOUT`]). Done with a connection, a thread goes back
+/// to waiting, unless [`SPARE`] others already are.
+pub struct Server {
+    threads: Arc<Threads>,
 }
 
-/// Connection threads: idle ones wait for the next connection, and one more is started
-/// whenever none is idle, so a connection never waits behind another (a stalled one holds
-/// its thread up to [`IO_TIMEOUT`]). A thread idle for [`IDLE`] ends.
-struct Pool {
-    /// Threads waiting for a connection and not yet promised one.
-    idle: AtomicUsize,
-    sender: Mutex<mpsc::Sender<TcpStream>>,
-    receiver: Mutex<mpsc::Receiver<TcpStream>>,
+struct Threads {
+    listener: TcpListener,
+    service: Arc<Service>,
+    /// Threads in `accept`, or about to be.
+    waiting: AtomicUsize,
 }
 
-const IDLE: Duration = Duration::from_secs(30);
+/// How many threads may wait for connections once a burst is over.
+const SPARE: usize = 4;
 
-impl Pool {
-    fn new() -> Arc<Pool> {
-        let (sender, receiver) = mpsc::channel();
-        Arc::new(Pool {
-            idle: AtomicUsize::new(0),
-            sender: Mutex::new(sender),
-            receiver: Mutex::new(receiver),
-        })
+/// Starts serving HTTP on `listener`.
+pub fn spawn(service: Arc<Service>, listener: TcpListener) -> Result<Server> {
+    let threads = Arc::new(Threads {
+        listener,
+        service,
+        waiting: AtomicUsize::new(0),
+    });
+    threads.start_one()?;
+    Ok(Server { threads })
+}
+
+impl Server {
+    /// Stops accepting, once the service is stopping: every thread waiting in `accept` wakes
+    /// and ends, and new connections are refused. Connections being served finish on their
+    /// own.
+    pub fn stop(&self) {
+        // Shutting a listening socket's read side wakes every `accept` on it, with an error
+        // (Linux), and later ones fail at once.
+        let _ = nix::sys::socket::shutdown(
+            self.threads.listener.as_raw_fd(),
+            nix::sys::socket::Shutdown::Read,
+        );
+    }
+}
+
+impl Threads {
+    fn start_one(self: &Arc<Threads>) -> Result<()> {
+        let threads = self.clone();
+        thread("http".into(), move || threads.accept_and_serve()).map(drop)
     }
 
-    /// Hands `stream` to an idle thread, or to a new one when none is idle.
-    fn dispatch(self: &Arc<Pool>, service: &Arc<Service>, stream: TcpStream) {
-        let promised = self
-            .idle
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if promised {
-            let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-            // The promised thread is waiting on the receiver, which lives as long as the pool.
-            let _ = sender.send(stream);
-            return;
-        }
-        let (pool, worker) = (self.clone(), service.clone());
-        let spawned = thread("http-conn".into(), move || pool.work(&worker, stream));
-        if let Err(e) = spawned {
-            // A rare refusal of the OS; this connection closes unanswered.
-            service.emit(ServeEvent::Trouble {
-                what: e.to_string(),
-            });
-        }
-    }
-
-    fn work(&self, service: &Arc<Service>, first: TcpStream) {
-        serve_connection(service, first);
+    fn accept_and_serve(self: &Arc<Threads>) {
         loop {
-            self.idle.fetch_add(1, Ordering::SeqCst);
-            let next = {
-                let receiver = self.receiver.lock().unwrap_or_else(|p| p.into_inner());
-                match receiver.recv_timeout(IDLE) {
-                    Ok(stream) => Some(stream),
-                    Err(_) => {
-                        // Retire, unless a connection was promised meanwhile: then take it.
-                        if self
-                            .idle
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                            .is_ok()
-                        {
-                            None
-                        } else {
-                            receiver.recv().ok()
-                        }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let taken = self.listener.accept();
+            let others_waiting = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+            if self.service.stopping() {
+                return;
+            }
+            match taken {
+                Ok((stream, _)) => {
+                    if others_waiting == 0
+                        && let Err(e) = self.start_one()
+                    {
+                        // A rare refusal of the OS: this thread takes the next connection
+                        // once done with this one.
+                        self.service.emit(ServeEvent::Trouble {
+                            what: e.to_string(),
+                        });
+                    }
+                    serve(&self.service, stream);
+                    if self.waiting.load(Ordering::SeqCst) >= SPARE {
+                        return;
                     }
                 }
-            };
-            match next {
-                Some(stream) => serve_connection(service, stream),
-                None => return,
-            }
-        }
-    }
-}
-
-/// The accept loop.
-pub fn spawn(service: Arc<Service>, listener: TcpListener) -> Result<JoinHandle<()>> {
-    thread("http".into(), move || {
-        let pool = Pool::new();
-        for stream in listener.incoming() {
-            if service.stopping() {
-                break;
-            }
-            match stream {
-                Ok(stream) => accept(&service, &pool, stream),
                 // Out of file descriptors, a connection reset before it was taken: the
                 // listener itself is fine. Pause a moment rather than spin.
                 Err(e) => {
-                    service.emit(ServeEvent::Trouble {
+                    self.service.emit(ServeEvent::Trouble {
                         what: format!("cannot accept a connection: {e}"),
                     });
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }
-    })
+    }
 }
 
-fn accept(service: &Arc<Service>, pool: &Arc<Pool>, mut stream: TcpStream) {
+fn serve(service: &Arc<Service>, mut stream: TcpStream) {
     // Timeouts first: whatever happens next, nothing waits on this client for ever.
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
@@ -230,7 +216,7 @@ fn accept(service: &Arc<Service>, pool: &Arc<Pool>, mut stream: TcpStream) {
         let _ = Page::text(503, "too many connections; try again later").write(&mut stream, false);
         return;
     }
-    pool.dispatch(service, stream);
+    serve_connection(service, stream);
 }
 
 /// One connection, start to end; the count of open connections goes down with it.
@@ -388,7 +374,12 @@ fn route(service: &Arc<Service>, request: Request, mut stream: TcpStream) {
                     .map(|(n, v)| (n.as_str(), v.as_str())),
                 &request.body,
             );
-            Page::text(answer.status, &answer.body)
+            // The forge has its answer, and the connection is closed, before anything else is
+            // done about the delivery.
+            let _ = Page::text(answer.status, &answer.body).write(&mut stream, false);
+            drop(stream);
+            follow_up(service, answer.then);
+            return;
         }
         (_, ["hook"]) => Page::text(405, "POST webhook deliveries here"),
         (_, ["healthz"]) if get => match service.store.stats() {

@@ -2,17 +2,22 @@
 //! decide whether it is a command for an enrolled repository, and record it once. Answers in
 //! well under a second whatever the forge is doing — authorization and reporting happen on
 //! other threads ([`super::triage`], [`super::report`]).
+//!
+//! The answer goes out before anyone else hears of the delivery: the log line and the wake of
+//! a triage thread are [`FollowUp`]s, done once the forge has its answer, so a woken thread or
+//! a slow reader of the log never stands between a delivery and its answer.
 
 use super::config::stages_of;
 use super::service::{ServeEvent, Service};
-use super::store::{NewRun, Trigger, verdicts};
+use super::store::{NewRun, RunRow, Trigger, verdicts};
 use super::webhook::{self, Refusal};
 
-/// What the HTTP handler answers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the HTTP handler answers, and what serve does once it has.
+#[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    pub then: Vec<FollowUp>,
 }
 
 impl Answer {
@@ -20,8 +25,54 @@ impl Answer {
         Answer {
             status,
             body: body.into(),
+            then: Vec::new(),
         }
     }
+
+    fn then(mut self, then: Vec<FollowUp>) -> Answer {
+        self.then = then;
+        self
+    }
+}
+
+/// Something serve does about a delivery once the delivery is answered.
+#[derive(Debug)]
+pub enum FollowUp {
+    Say(ServeEvent),
+    /// A command is waiting for the triage of pull request `pr` of `repo`.
+    WakeTriage {
+        repo: String,
+        pr: u64,
+    },
+}
+
+/// Does `then`, in order.
+pub fn follow_up(service: &Service, then: Vec<FollowUp>) {
+    for step in then {
+        match step {
+            FollowUp::Say(event) => service.emit(event),
+            FollowUp::WakeTriage { repo, pr } => service.wake_triage(&repo, pr),
+        }
+    }
+}
+
+/// What follows the recording of `run`: it is said, and its triage woken.
+pub fn recorded(run: &RunRow) -> Vec<FollowUp> {
+    vec![
+        FollowUp::Say(ServeEvent::Recorded {
+            run: run.id,
+            repo: run.repo.clone(),
+            pr: run.pr,
+            by: run.requested_by.clone(),
+            trigger: run.trigger.clone(),
+        }),
+        // A command with a mistake is recorded too (so a redelivery stays a duplicate);
+        // triage answers it, once the commenter is known to be allowed to ask.
+        FollowUp::WakeTriage {
+            repo: run.repo.clone(),
+            pr: run.pr,
+        },
+    ]
 }
 
 /// A `!testme` found in a comment, from either path.
@@ -37,10 +88,10 @@ pub struct Sighting {
 }
 
 /// The outcome of looking at one comment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Seen {
-    /// Recorded as this run.
-    Recorded(i64),
+    /// Recorded as this run, not yet said nor triaged: see [`recorded`].
+    Recorded(Box<RunRow>),
     Duplicate,
     /// Not a command for ccci, and why.
     Ignored(&'static str),
@@ -82,7 +133,10 @@ pub fn handle_hook<'a>(
                     trigger: Trigger::Webhook,
                 };
                 match consider(service, &sighting) {
-                    Ok(Seen::Recorded(id)) => ("accepted", Answer::new(202, format!("run {id}"))),
+                    Ok(Seen::Recorded(run)) => (
+                        "accepted",
+                        Answer::new(202, format!("run {}", run.id)).then(recorded(&run)),
+                    ),
                     Ok(Seen::Duplicate) => {
                         ("duplicate", Answer::new(200, "duplicate: already seen"))
                     }
@@ -90,11 +144,12 @@ pub fn handle_hook<'a>(
                         ("ignored", Answer::new(200, format!("ignored: {why}")))
                     }
                     Err(e) => {
-                        service.emit(ServeEvent::Trouble {
-                            what: format!("cannot record a delivery: {e}"),
-                        });
                         // A 5xx tells the forge the delivery did not land; polling finds it.
-                        return Answer::new(503, "cannot record the delivery now");
+                        return Answer::new(503, "cannot record the delivery now").then(vec![
+                            FollowUp::Say(ServeEvent::Trouble {
+                                what: format!("cannot record a delivery: {e}"),
+                            }),
+                        ]);
                     }
                 }
             }
@@ -108,10 +163,11 @@ pub fn handle_hook<'a>(
                     Answer::new(200, format!("cancelled {n} run(s)")),
                 ),
                 Err(e) => {
-                    service.emit(ServeEvent::Trouble {
-                        what: format!("cannot cancel runs: {e}"),
-                    });
-                    return Answer::new(503, "cannot record the delivery now");
+                    return Answer::new(503, "cannot record the delivery now").then(vec![
+                        FollowUp::Say(ServeEvent::Trouble {
+                            what: format!("cannot cancel runs: {e}"),
+                        }),
+                    ]);
                 }
             },
         },
@@ -126,15 +182,17 @@ pub fn handle_hook<'a>(
 
 fn reject(service: &Service, refusal: Refusal) -> Answer {
     service.metrics.rejection(refusal.cause());
-    service.emit(ServeEvent::Rejected {
-        cause: refusal.to_string(),
-    });
-    Answer::new(refusal.status(), refusal.to_string())
+    Answer::new(refusal.status(), refusal.to_string()).then(vec![FollowUp::Say(
+        ServeEvent::Rejected {
+            cause: refusal.to_string(),
+        },
+    )])
 }
 
 /// Looks at one comment (from a delivery or a poll) and records it when it is a new
 /// `!testme` for an enrolled repository. What to test comes from ccci's configuration: the
-/// comment only chooses stages among the known ones.
+/// comment only chooses stages among the known ones. A recorded run is for the caller to
+/// follow up with [`recorded`].
 pub fn consider(service: &Service, s: &Sighting) -> crate::error::Result<Seen> {
     let Some(command) = webhook::parse_command(&s.body) else {
         return Ok(Seen::Ignored("not a !testme command"));
@@ -157,20 +215,10 @@ pub fn consider(service: &Service, s: &Sighting) -> crate::error::Result<Seen> {
         stages: stages.clone().unwrap_or_default(),
         mistake: stages.err(),
     };
-    let Some(run) = service.store.record_command(&new)? else {
-        return Ok(Seen::Duplicate);
-    };
-    service.emit(ServeEvent::Recorded {
-        run: run.id,
-        repo: run.repo.clone(),
-        pr: run.pr,
-        by: run.requested_by.clone(),
-        trigger: run.trigger.clone(),
-    });
-    // A command with a mistake is recorded too (so a redelivery stays a duplicate); triage
-    // answers it, once the commenter is known to be allowed to ask.
-    service.wake_triage(&run.repo, run.pr);
-    Ok(Seen::Recorded(run.id))
+    match service.store.record_command(&new)? {
+        Some(run) => Ok(Seen::Recorded(Box::new(run))),
+        None => Ok(Seen::Duplicate),
+    }
 }
 
 /// New commits on a pull request: stop its queued and running runs, when configured.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::intake::{Seen, Sighting, consider};
+use super::intake::{Seen, Sighting, consider, follow_up, recorded};
 use super::service::{ServeEvent, Service, thread};
 use super::store::Trigger;
 use crate::error::Result;
@@ -94,7 +94,7 @@ fn poll_once(service: &Service, repo: &str) -> std::result::Result<usize, String
         return Ok(0);
     };
     let since_unix = unix_of(&since).unwrap_or(i64::MIN);
-    let mut recorded = 0;
+    let mut count = 0;
     for c in &comments {
         let (Some(pr), Some(created)) = (c.pr_number, unix_of(&c.created_at)) else {
             continue;
@@ -111,8 +111,9 @@ fn poll_once(service: &Service, repo: &str) -> std::result::Result<usize, String
             body: c.body.clone(),
             trigger: Trigger::Poll,
         };
-        if let Seen::Recorded(_) = consider(service, &sighting).map_err(|e| e.to_string())? {
-            recorded += 1;
+        if let Seen::Recorded(run) = consider(service, &sighting).map_err(|e| e.to_string())? {
+            follow_up(service, recorded(&run));
+            count += 1;
         }
     }
     if let Some(newest) = newest.filter(|n| unix_of(n).unwrap_or(i64::MIN) > since_unix) {
@@ -121,7 +122,7 @@ fn poll_once(service: &Service, repo: &str) -> std::result::Result<usize, String
             .set_watermark(repo, &newest)
             .map_err(|e| e.to_string())?;
     }
-    Ok(recorded)
+    Ok(count)
 }
 
 /// Unix seconds of an RFC 3339 time with `Z` or a `±hh:mm` offset, as forges write them.

@@ -333,8 +333,7 @@ fn terminate(pid: i32) {
 pub struct Running {
     pub service: Arc<Service>,
     pub addr: SocketAddr,
-    /// Where serve listens: a connection there wakes the accept loop at stop.
-    listening: SocketAddr,
+    http: super::http::Server,
     /// The reporters, apart: they are stopped last, so the final reports of the runs a stop
     /// interrupts still reach the forge.
     reporters: Vec<JoinHandle<()>>,
@@ -347,7 +346,7 @@ impl Running {
     /// the reporters are told to stop only once the workers have asked for those reports.
     pub fn stop(self) {
         self.service.stopping.store(true, Ordering::SeqCst);
-        super::http::unblock(self.listening);
+        self.http.stop();
         let running: Vec<RunRow> = self
             .service
             .store
@@ -444,7 +443,7 @@ pub fn start(
     }
     threads.push(super::poll::spawn(service.clone())?);
     threads.push(checkpoints(service.clone())?);
-    threads.push(super::http::spawn(service.clone(), listener)?);
+    let http = super::http::spawn(service.clone(), listener)?;
     service.emit(ServeEvent::Listening {
         addr,
         public_url: service.config.public_url.clone(),
@@ -452,7 +451,7 @@ pub fn start(
     Ok(Running {
         service,
         addr,
-        listening: addr,
+        http,
         reporters,
         threads,
     })

@@ -296,6 +296,9 @@ pub struct Store {
     /// recorded never queues behind a page being rendered or a run being looked up, nor the
     /// reverse.
     reader: Mutex<Connection>,
+    /// The intake's own reads (has this comment been seen?), so a delivery never waits for
+    /// a page being rendered or a background thread's read.
+    intake: Mutex<Connection>,
     path: PathBuf,
     /// This database's own tag, part of every run directory's name.
     tag: String,
@@ -354,15 +357,17 @@ impl Store {
             }
         }
         let tag = instance_tag(&conn).map_err(fail)?;
-        let reader = Connection::open(path).map_err(fail)?;
-        reader.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
-        reader.set_prepared_statement_cache_capacity(64);
-        reader
-            .pragma_update(None, "query_only", true)
-            .map_err(fail)?;
+        let reader = || -> rusqlite::Result<Connection> {
+            let reader = Connection::open(path)?;
+            reader.busy_timeout(Duration::from_secs(5))?;
+            reader.set_prepared_statement_cache_capacity(64);
+            reader.pragma_update(None, "query_only", true)?;
+            Ok(reader)
+        };
         Ok(Store {
             conn: Mutex::new(conn),
-            reader: Mutex::new(reader),
+            reader: Mutex::new(reader().map_err(fail)?),
+            intake: Mutex::new(reader().map_err(fail)?),
             path: path.to_path_buf(),
             tag,
         })
@@ -464,7 +469,9 @@ impl Store {
     }
 
     pub fn is_seen(&self, comment_id: u64) -> Result<bool> {
-        self.read()
+        self.intake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .query_row(
                 "SELECT 1 FROM seen_comments WHERE comment_id = ?1",
                 [comment_id as i64],

@@ -39,6 +39,7 @@ crate::tests! {
     local: retention_forgets_the_oldest_finished_runs_with_their_files,
     local: regression_an_absurd_content_length_aborted_serve,
     local: regression_stalled_connections_froze_the_intake,
+    local: regression_a_stalled_reader_of_the_log_held_deliveries_unanswered,
 }
 
 /// The forge account serve's token belongs to.
@@ -1578,4 +1579,74 @@ fn regression_stalled_connections_froze_the_intake() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     let out = serve.stop();
     assert_eq!(out.code(), Some(0), "{out}");
+}
+
+/// Regression: serve wrote its log line about a delivery before it answered the delivery, so
+/// a reader of serve's stderr that fell behind (a stalled journal; here a pipe nobody reads,
+/// full after 64 KiB) held the forge's deliveries unanswered. The answer now goes first and
+/// the line follows from a thread of its own; no line is lost.
+fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
+    let forge = forge(&[]);
+    let sb = sandbox(&forge, Some(SECRET), NO_POLL);
+    let mut child = sb.ccci().arg("serve").command().spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "serve ended before it listened");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break format!("http://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    // From here on nobody reads serve's stderr until every delivery is answered. Each forged
+    // delivery is a line of about 40 bytes: 2,500 of them are well past a pipe's 64 KiB.
+    const FORGED: usize = 2500;
+    let event = pr_comment(1, 101, "maintainer", "!testme");
+    let forged = sign("hook-guess", &event);
+    for n in 0..FORGED {
+        let started = Instant::now();
+        let (status, text) = serve::request(
+            &url,
+            "POST",
+            "/hook",
+            &[
+                ("X-Gitea-Event", "issue_comment"),
+                ("X-Gitea-Signature", &forged),
+            ],
+            &event,
+        );
+        assert_eq!(
+            (status, text.trim()),
+            (401, "bad signature"),
+            "delivery {n}"
+        );
+        let took = started.elapsed();
+        assert!(took < PROMPT, "delivery {n} took {took:?} to answer");
+    }
+    // Every line is still said, once serve's stderr is read again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        let _ = tx.send(rest);
+    });
+    let rest = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("serve's stderr to end after SIGTERM");
+    let status = child.wait().unwrap();
+    let said = rest
+        .lines()
+        .filter(|l| l.contains("delivery rejected: bad signature"))
+        .count();
+    assert_eq!(
+        said, FORGED,
+        "every rejection said once; serve exited {status}"
+    );
+    assert!(status.success(), "serve exited {status}");
 }

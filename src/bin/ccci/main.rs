@@ -513,6 +513,10 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
     signal::install(&cancel)?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::Infra(format!("cannot find the ccci executable: {e}")))?;
+    // serve's log lines go out from a thread of their own: the intake never waits on stderr.
+    let printer = render::LinePrinter::start()
+        .map_err(|e| Error::Infra(format!("cannot start a thread: {e}")))?;
+    let print = printer.sink();
     let running = ccci::serve::service::start(
         settings,
         core,
@@ -520,12 +524,20 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
             exe,
             config_file: Some(path),
         },
-        Box::new(|event| render::stderr_line(&format!("serve: {event}"))),
-    )?;
+        Box::new(move |event| print(format!("serve: {event}"))),
+    );
+    let running = match running {
+        Ok(running) => running,
+        Err(e) => {
+            printer.finish();
+            return Err(e);
+        }
+    };
     // Signals only set a flag; look at it a few times a second.
     while cancel.signal().is_none() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     running.stop();
+    printer.finish();
     Ok(exit_code::PASS)
 }

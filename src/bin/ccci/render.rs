@@ -4,7 +4,7 @@
 //! pipes): plain timestamped lines. Colour follows the terminal and NO_COLOR.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use ccci::event::{Event, EventSink};
@@ -180,6 +180,53 @@ fn styled_verdict(verdict: Verdict, line: String) -> StyledObject<String> {
         Verdict::Pass => style(line).green().bold(),
         Verdict::Fail | Verdict::BaseFailed | Verdict::Error | Verdict::Interrupted(_) => {
             style(line).red().bold()
+        }
+    }
+}
+
+/// How many lines [`LinePrinter`] holds for a slow stderr before reporting waits for it.
+const BACKLOG: usize = 4096;
+
+/// Lines written to stderr by a thread of their own, so whoever reports an event (serve's
+/// webhook intake, say) never waits for stderr's reader, nor for another thread's line. When
+/// the reader falls [`BACKLOG`] lines behind, reporting waits rather than losing lines.
+pub struct LinePrinter {
+    sender: mpsc::SyncSender<Option<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LinePrinter {
+    pub fn start() -> std::io::Result<LinePrinter> {
+        let (sender, receiver) = mpsc::sync_channel::<Option<String>>(BACKLOG);
+        let thread = std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || {
+                while let Ok(Some(line)) = receiver.recv() {
+                    stderr_line(&line);
+                }
+            })?;
+        Ok(LinePrinter {
+            sender,
+            thread: Some(thread),
+        })
+    }
+
+    /// Something that prints a line through this printer, or straight to stderr once the
+    /// printer has finished.
+    pub fn sink(&self) -> impl Fn(String) + Send + Sync + 'static {
+        let sender = self.sender.clone();
+        move |line| {
+            if let Err(mpsc::SendError(Some(line))) = sender.send(Some(line)) {
+                stderr_line(&line);
+            }
+        }
+    }
+
+    /// Prints every line sent so far, then stops.
+    pub fn finish(mut self) {
+        let _ = self.sender.send(None);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

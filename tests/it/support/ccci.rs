@@ -94,7 +94,8 @@ impl Ccci {
         self
     }
 
-    fn command(&self) -> Command {
+    /// The command line as a [`Command`], for a test that must handle the process itself.
+    pub fn command(&self) -> Command {
         let ccci = env!("CARGO_BIN_EXE_ccci");
         let mut cmd = if self.shell_parent {
             // More follows the command, so bash must fork it rather than exec it.
