@@ -985,6 +985,8 @@ impl Report {
 /// benchmark's own clients and stand-in forge.
 #[derive(Default)]
 struct Cpu {
+    /// serve's own threads, ended ones too.
+    serve: u64,
     threads: std::collections::BTreeMap<String, u64>,
     runs: u64,
     bench: u64,
@@ -1007,6 +1009,7 @@ impl Cpu {
         }
         let serve = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("serve's stat");
         let times = stat_times(&serve).1;
+        cpu.serve = times[0] + times[1];
         cpu.runs = times[2] + times[3];
         let own = std::fs::read_to_string("/proc/self/stat").expect("own stat");
         cpu.bench = stat_times(&own).1[..2].iter().sum();
@@ -1016,6 +1019,7 @@ impl Cpu {
     /// What was spent since `before`; threads that ended meanwhile are lost to the sum.
     fn since(&self, before: &Cpu) -> Cpu {
         Cpu {
+            serve: self.serve.saturating_sub(before.serve),
             threads: self
                 .threads
                 .iter()
@@ -1038,9 +1042,10 @@ impl Cpu {
             .map(|(name, t)| format!("{name} {}", tick(*t)))
             .collect();
         println!(
-            "  CPU while the load ran ({} wall on {} cores): serve's threads: {}; serve's runs {}; this benchmark (clients, stand-in forge) {}",
+            "  CPU while the load ran ({} wall on {} cores): serve {} (threads still there after: {}); serve's runs {}; this benchmark (clients, stand-in forge) {}",
             ms(wall),
             cores(),
+            tick(self.serve),
             threads.join(", "),
             tick(self.runs),
             tick(self.bench),
