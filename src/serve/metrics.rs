@@ -1,17 +1,13 @@
 //! `/metrics` in the Prometheus text format: counters serve keeps in memory (webhook
 //! deliveries by outcome, rejections by cause, forge API errors by call) and figures read from
-//! the store when scraped (queue depth, runs by state and verdict, run durations).
+//! the store when scraped (queue depth, runs running, and the store's totals of finished
+//! runs by verdict and of how long they ran, which retention never lowers).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
 use super::store::Stats;
-
-/// The upper bounds of the run-duration histogram, in seconds.
-const DURATION_BUCKETS: [f64; 9] = [
-    30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
-];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -78,12 +74,12 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP ccci_runs_finished Finished runs kept in the history, by verdict.\n# TYPE ccci_runs_finished gauge"
+            "# HELP ccci_runs_finished_total Runs finished, by verdict.\n# TYPE ccci_runs_finished_total counter"
         );
         for (verdict, n) in &stats.by_verdict {
             let _ = writeln!(
                 out,
-                "ccci_runs_finished{{verdict=\"{}\"}} {n}",
+                "ccci_runs_finished_total{{verdict=\"{}\"}} {n}",
                 escape(verdict)
             );
         }
@@ -91,8 +87,7 @@ impl Metrics {
             out,
             "# HELP ccci_run_duration_seconds How long finished runs ran.\n# TYPE ccci_run_duration_seconds histogram"
         );
-        for bound in DURATION_BUCKETS {
-            let n = stats.durations.iter().filter(|d| **d <= bound).count();
+        for (bound, n) in &stats.duration_buckets {
             let _ = writeln!(
                 out,
                 "ccci_run_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
@@ -101,10 +96,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "ccci_run_duration_seconds_bucket{{le=\"+Inf\"}} {}\nccci_run_duration_seconds_sum {}\nccci_run_duration_seconds_count {}",
-            stats.durations.len(),
-            // Not `sum()`: the sum of no f64s is -0, which Prometheus readers show as `-0`.
-            stats.durations.iter().fold(0.0, |a, b| a + b),
-            stats.durations.len()
+            stats.ran, stats.ran_seconds, stats.ran
         );
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         for (name, label, help) in [
@@ -163,13 +155,15 @@ mod tests {
                 ("running".into(), 1),
             ],
             by_verdict: vec![("pass".into(), 3)],
-            durations: vec![20.0, 100.0],
+            duration_buckets: vec![(30.0, 1), (60.0, 1), (120.0, 2)],
+            ran: 2,
+            ran_seconds: 120.0,
         };
         let text = m.render(&stats);
         for line in [
             "ccci_queue_depth 3",
             "ccci_runs_running 1",
-            "ccci_runs_finished{verdict=\"pass\"} 3",
+            "ccci_runs_finished_total{verdict=\"pass\"} 3",
             "ccci_run_duration_seconds_bucket{le=\"30\"} 1",
             "ccci_run_duration_seconds_bucket{le=\"120\"} 2",
             "ccci_run_duration_seconds_count 2",

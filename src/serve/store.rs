@@ -7,6 +7,10 @@
 //! `done`, or straight to `done` when refused, superseded or cancelled. A comment is recorded
 //! at most once, whichever path (webhook or polling) saw it first: `seen_comments` is keyed by
 //! the comment id, never by a delivery id.
+//!
+//! What /metrics counts of finished runs (by verdict, and how long they ran) is kept apart, in
+//! totals a trigger adds to as each run finishes: retention forgets runs, the totals never
+//! fall.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -17,7 +21,95 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::error::{Error, Result};
 use crate::stage::Stage;
 
-const SCHEMA_VERSION: i64 = 1;
+/// The version [`Store::open`] brings a database to, one step at a time (see [`step`]).
+const SCHEMA_VERSION: i64 = 2;
+
+/// The upper bounds of the run-duration histogram, in seconds.
+pub const DURATION_BUCKETS: [f64; 9] = [
+    30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// Version 2: totals of finished runs that outlive the runs. Counted from the runs already
+/// finished, then by triggers as runs finish (every way a run ends sets its verdict in the
+/// same statement that makes it `done`). First the tables:
+const TOTALS: &str = "
+CREATE TABLE finished_totals (
+    verdict TEXT PRIMARY KEY,
+    runs INTEGER NOT NULL
+);
+CREATE TABLE duration_buckets (
+    le REAL PRIMARY KEY,
+    runs INTEGER NOT NULL
+);
+CREATE TABLE duration_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    runs INTEGER NOT NULL,
+    seconds REAL NOT NULL
+);
+";
+
+/// Version 2, once the buckets have their rows: the counting so far, and the triggers.
+const TOTALS_COUNTED: &str = "
+INSERT INTO finished_totals (verdict, runs)
+    SELECT verdict, COUNT(*) FROM runs WHERE state = 'done' AND verdict IS NOT NULL GROUP BY verdict;
+UPDATE duration_buckets SET runs = (SELECT COUNT(*) FROM runs
+    WHERE state = 'done' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL
+      AND MAX(finished_ms - started_ms, 0) / 1000.0 <= duration_buckets.le);
+INSERT INTO duration_totals (id, runs, seconds)
+    SELECT 1, COUNT(*), COALESCE(SUM(MAX(finished_ms - started_ms, 0) / 1000.0), 0.0) FROM runs
+    WHERE state = 'done' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL;
+CREATE TRIGGER count_finished AFTER UPDATE OF state ON runs
+WHEN NEW.state = 'done' AND OLD.state <> 'done' AND NEW.verdict IS NOT NULL
+BEGIN
+    INSERT INTO finished_totals (verdict, runs) VALUES (NEW.verdict, 1)
+        ON CONFLICT (verdict) DO UPDATE SET runs = runs + 1;
+END;
+CREATE TRIGGER time_finished AFTER UPDATE OF state ON runs
+WHEN NEW.state = 'done' AND OLD.state <> 'done'
+     AND NEW.started_ms IS NOT NULL AND NEW.finished_ms IS NOT NULL
+BEGIN
+    UPDATE duration_buckets SET runs = runs + 1
+        WHERE le >= MAX(NEW.finished_ms - NEW.started_ms, 0) / 1000.0;
+    UPDATE duration_totals SET runs = runs + 1,
+        seconds = seconds + MAX(NEW.finished_ms - NEW.started_ms, 0) / 1000.0;
+END;
+";
+
+/// The SQL that takes a database from version `to - 1` to version `to`.
+fn step(to: i64) -> String {
+    match to {
+        1 => SCHEMA.to_string(),
+        2 => {
+            let buckets: Vec<String> = DURATION_BUCKETS
+                .iter()
+                .map(|le| format!("({le:?}, 0)"))
+                .collect();
+            format!(
+                "{TOTALS}INSERT INTO duration_buckets (le, runs) VALUES {};{TOTALS_COUNTED}",
+                buckets.join(", ")
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// Brings the database to [`SCHEMA_VERSION`], each step in a transaction that first looks at
+/// the version again (another serve may be opening the same database).
+fn migrate(conn: &mut Connection) -> rusqlite::Result<std::result::Result<(), i64>> {
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Ok(Err(version));
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(Ok(()));
+        }
+        tx.execute_batch(&step(version + 1))?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -239,10 +331,14 @@ pub struct ListFilter {
 pub struct Stats {
     /// Runs per state.
     pub by_state: Vec<(String, u64)>,
-    /// Finished runs per verdict.
+    /// Runs ever finished, per verdict (forgotten ones too).
     pub by_verdict: Vec<(String, u64)>,
-    /// Durations of finished runs that ran, in seconds.
-    pub durations: Vec<f64>,
+    /// Of the runs ever finished that ran: how many ran at most each of
+    /// [`DURATION_BUCKETS`] seconds (cumulative, in that order).
+    pub duration_buckets: Vec<(f64, u64)>,
+    /// How many ran, and for how many seconds in all.
+    pub ran: u64,
+    pub ran_seconds: f64,
 }
 
 /// What the store knows about a pull request's runs when a new one is queued or a push
@@ -325,7 +421,7 @@ impl Store {
                 path.display()
             ))
         };
-        let conn = Connection::open(path).map_err(fail)?;
+        let mut conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
         // Every statement is kept compiled: the intake records a delivery without parsing SQL.
         conn.set_prepared_statement_cache_capacity(64);
@@ -338,23 +434,11 @@ impl Store {
         // threshold (about 40 MB of log) is only the backstop.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)
             .map_err(fail)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(fail)?;
-        match version {
-            0 => {
-                conn.execute_batch(&format!(
-                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                ))
-                .map_err(fail)?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(Error::Infra(format!(
-                    "the serve database {} has schema version {other}, this ccci knows {SCHEMA_VERSION}: use a newer ccci or another state_dir",
-                    path.display()
-                )));
-            }
+        if let Err(newer) = migrate(&mut conn).map_err(fail)? {
+            return Err(Error::Infra(format!(
+                "the serve database {} has schema version {newer}, this ccci knows {SCHEMA_VERSION}: use a newer ccci or another state_dir",
+                path.display()
+            )));
         }
         let tag = instance_tag(&conn).map_err(fail)?;
         let reader = || -> rusqlite::Result<Connection> {
@@ -747,21 +831,28 @@ impl Store {
         };
         let by_state = pairs("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
             .map_err(|e| self.err(e))?;
-        let by_verdict = pairs(
-            "SELECT verdict, COUNT(*) FROM runs WHERE state = 'done' AND verdict IS NOT NULL GROUP BY verdict ORDER BY verdict",
-        )
-        .map_err(|e| self.err(e))?;
-        let mut stmt = conn
-            .prepare_cached("SELECT finished_ms - started_ms FROM runs WHERE state = 'done' AND started_ms IS NOT NULL AND finished_ms IS NOT NULL")
+        let by_verdict = pairs("SELECT verdict, runs FROM finished_totals ORDER BY verdict")
             .map_err(|e| self.err(e))?;
-        let durations = stmt
-            .query_map([], |r| Ok(r.get::<_, i64>(0)?.max(0) as f64 / 1000.0))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<f64>>>())
+        let mut stmt = conn
+            .prepare_cached("SELECT le, runs FROM duration_buckets ORDER BY le")
+            .map_err(|e| self.err(e))?;
+        let duration_buckets = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(f64, u64)>>>())
+            .map_err(|e| self.err(e))?;
+        let (ran, ran_seconds) = conn
+            .query_row(
+                "SELECT runs, seconds FROM duration_totals WHERE id = 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
             .map_err(|e| self.err(e))?;
         Ok(Stats {
             by_state,
             by_verdict,
-            durations,
+            duration_buckets,
+            ran,
+            ran_seconds,
         })
     }
 
@@ -1127,5 +1218,115 @@ mod tests {
             .unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
         assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    /// Makes running run `id` look started `seconds` ago.
+    fn started_ago(store: &Store, id: i64, seconds: i64) {
+        store
+            .conn()
+            .execute(
+                "UPDATE runs SET started_ms = ?2 WHERE id = ?1",
+                params![id, now_ms() - seconds * 1000],
+            )
+            .unwrap();
+    }
+
+    /// Regression: /metrics counted finished runs and their durations from the runs retention
+    /// keeps, so its counter and histogram fell whenever retention forgot runs.
+    #[test]
+    fn regression_finished_runs_stayed_counted_only_while_retention_kept_them() {
+        let (_d, store) = store();
+        for (c, (verdict, seconds)) in [("pass", 20), ("fail", 100), ("pass", 4000)]
+            .into_iter()
+            .enumerate()
+        {
+            let r = store
+                .record_command(&command(c as u64 + 1, 1))
+                .unwrap()
+                .unwrap();
+            store.queue(r.id, "sha", None).unwrap();
+            let running = store.claim_next(1).unwrap().unwrap();
+            started_ago(&store, running.id, seconds);
+            store.finish(running.id, verdict, None).unwrap();
+        }
+        let refused = store.record_command(&command(9, 2)).unwrap().unwrap();
+        store
+            .close(refused.id, verdicts::REFUSED, "outsider")
+            .unwrap();
+        // Made `done` twice: counted once.
+        store.close(refused.id, verdicts::ERROR, "again").unwrap();
+        let before = store.stats().unwrap();
+        assert_eq!(
+            before.by_verdict,
+            vec![
+                ("fail".into(), 1),
+                ("pass".into(), 2),
+                ("refused".into(), 1)
+            ]
+        );
+        let bucket = |stats: &Stats, le: f64| {
+            stats
+                .duration_buckets
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(bucket(&before, 30.0), Some(1));
+        assert_eq!(bucket(&before, 120.0), Some(2));
+        assert_eq!(bucket(&before, 3600.0), Some(2));
+        assert_eq!(bucket(&before, 7200.0), Some(3));
+        assert_eq!(before.ran, 3);
+        assert!(
+            (4120.0..4130.0).contains(&before.ran_seconds),
+            "{}",
+            before.ran_seconds
+        );
+
+        assert_eq!(store.prune(Duration::ZERO, 0).unwrap().len(), 4);
+        let after = store.stats().unwrap();
+        assert!(after.by_state.is_empty(), "{:?}", after.by_state);
+        assert_eq!(after.by_verdict, before.by_verdict);
+        assert_eq!(after.duration_buckets, before.duration_buckets);
+        assert_eq!(
+            (after.ran, after.ran_seconds),
+            (before.ran, before.ran_seconds)
+        );
+    }
+
+    #[test]
+    fn a_version_1_database_gets_totals_of_the_runs_it_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = 1; COMMIT;"))
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO runs (repo, recipe, pr, requested_by, trigger, stages, state, verdict, created_ms, started_ms, finished_ms)
+                 VALUES ('o/r', 'r', 1, 'm', 'webhook', 'install', 'done', 'pass', 0, 1000, 51000),
+                        ('o/r', 'r', 2, 'm', 'webhook', 'install', 'done', 'refused', 0, NULL, 10),
+                        ('o/r', 'r', 3, 'm', 'webhook', 'install', 'queued', NULL, 0, NULL, NULL);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            stats.by_verdict,
+            vec![("pass".into(), 1), ("refused".into(), 1)]
+        );
+        assert_eq!(stats.duration_buckets.len(), DURATION_BUCKETS.len());
+        assert_eq!(stats.duration_buckets[0], (30.0, 0));
+        assert_eq!(stats.duration_buckets[1], (60.0, 1));
+        assert_eq!((stats.ran, stats.ran_seconds), (1, 50.0));
+        // And it counts on from there.
+        let queued = store.claim_next(1).unwrap().unwrap();
+        store.finish(queued.id, "fail", None).unwrap();
+        let stats = store.stats().unwrap();
+        assert!(stats.by_verdict.contains(&("fail".into(), 1)));
+        assert_eq!(stats.ran, 2);
+        // Opening it again changes nothing.
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().stats().unwrap(), stats);
     }
 }

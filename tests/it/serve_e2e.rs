@@ -186,7 +186,7 @@ fn a_testme_comment_through_the_forges_webhook_runs_the_demo_and_reports_back() 
     assert!(page.contains("webhook") && page.contains("demo"), "{page}");
     let (_, metrics) = serve.get("/metrics");
     assert!(
-        metrics.contains("ccci_runs_finished{verdict=\"pass\"} 2"),
+        metrics.contains("ccci_runs_finished_total{verdict=\"pass\"} 2"),
         "{metrics}"
     );
     let out = serve.stop();

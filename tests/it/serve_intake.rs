@@ -648,7 +648,7 @@ fn one_comment_runs_once_however_often_it_is_delivered() {
         Some(4)
     );
     assert_eq!(
-        metric(&serve, "ccci_runs_finished{verdict=\"error\"}"),
+        metric(&serve, "ccci_runs_finished_total{verdict=\"error\"}"),
         Some(1)
     );
     let first = serve.kill();
@@ -969,7 +969,7 @@ fn authorization_fails_closed_when_the_forge_cannot_say() {
         "{page}"
     );
     assert_eq!(
-        metric(&serve, "ccci_runs_finished{verdict=\"refused\"}"),
+        metric(&serve, "ccci_runs_finished_total{verdict=\"refused\"}"),
         Some(5)
     );
     assert_eq!(
@@ -1157,7 +1157,7 @@ fn new_commits_cancel_the_pull_requests_queued_and_running_runs() {
         );
     }
     assert_eq!(
-        metric(&serve, "ccci_runs_finished{verdict=\"cancelled\"}"),
+        metric(&serve, "ccci_runs_finished_total{verdict=\"cancelled\"}"),
         Some(2)
     );
     assert_eq!(metric(&serve, "ccci_runs_running"), Some(0));
@@ -1476,6 +1476,8 @@ fn retention_forgets_the_oldest_finished_runs_with_their_files() {
     assert!(run_dirs.iter().all(|d| console(d).exists()));
     // A run directory (the child may not have got as far as making one): it must go too.
     std::fs::create_dir_all(sb.run_dir(&run_dirs[0])).unwrap();
+    let finished = "ccci_runs_finished_total{verdict=\"error\"}";
+    assert_eq!(metric(&serve, finished), Some(3));
     let out = serve.stop();
     assert_eq!(out.code(), Some(0), "{out}");
 
@@ -1498,6 +1500,8 @@ fn retention_forgets_the_oldest_finished_runs_with_their_files() {
     );
     assert!(!console(&run_dirs[0]).exists() && !console(&run_dirs[1]).exists());
     assert!(console(&run_dirs[2]).exists(), "the newest run is kept");
+    // What /metrics counted stays counted: a Prometheus counter never falls.
+    assert_eq!(metric(&serve, finished), Some(3));
     let out = serve.stop();
     assert_eq!(out.code(), Some(0), "{out}");
 }
