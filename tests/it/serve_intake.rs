@@ -1592,8 +1592,8 @@ fn regression_stalled_connections_froze_the_intake() {
 fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
     let forge = forge(&[]);
     let sb = sandbox(&forge, Some(SECRET), NO_POLL);
-    let mut child = sb.ccci().arg("serve").command().spawn().unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = KillOnDrop(sb.ccci().arg("serve").command().spawn().unwrap());
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
     let mut line = String::new();
     let url = loop {
         line.clear();
@@ -1630,7 +1630,7 @@ fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
     }
     // Every line is still said, once serve's stderr is read again.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
@@ -1643,7 +1643,7 @@ fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
     let rest = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("serve's stderr to end after SIGTERM");
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     let said = rest
         .lines()
         .filter(|l| l.contains("delivery rejected: bad signature"))
@@ -1653,4 +1653,15 @@ fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
         "every rejection said once; serve exited {status}"
     );
     assert!(status.success(), "serve exited {status}");
+}
+
+/// A process the test started itself: killed if the test ends (or fails) before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Once waited for, the child is not signalled again: std knows it has exited.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
