@@ -14,7 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::intake::{follow_up, handle_hook};
 use super::service::{ServeEvent, Service, thread};
@@ -24,7 +24,7 @@ use crate::error::Result;
 /// How long a connection may keep serve waiting for a read or a write.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are answered 503 at once.
-const MAX_CONNECTIONS: usize = 512;
+pub const MAX_CONNECTIONS: usize = 512;
 /// Live-log streams open at once; more are refused with 503 rather than starving the host.
 const MAX_STREAMS: usize = 64;
 /// The largest request head (request line and headers).
@@ -170,8 +170,10 @@ impl Threads {
     }
 
     fn accept_and_serve(self: &Arc<Threads>) {
+        // A new thread always waits; one back from a connection only while fewer than SPARE
+        // others do (decided in one step, so a burst's end leaves SPARE waiting, not more).
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         loop {
-            self.waiting.fetch_add(1, Ordering::SeqCst);
             let taken = self.listener.accept();
             let others_waiting = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
             if self.service.stopping() {
@@ -179,18 +181,22 @@ impl Threads {
             }
             match taken {
                 Ok((stream, _)) => {
-                    if others_waiting == 0
-                        && let Err(e) = self.start_one()
-                    {
-                        // A rare refusal of the OS: this thread takes the next connection
-                        // once done with this one.
-                        self.service.emit(ServeEvent::Trouble {
-                            what: e.to_string(),
-                        });
-                    }
-                    serve(&self.service, stream);
-                    if self.waiting.load(Ordering::SeqCst) >= SPARE {
-                        return;
+                    let replaced = others_waiting > 0 || {
+                        let started = self.start_one();
+                        if let Err(e) = &started {
+                            self.service.emit(ServeEvent::Trouble {
+                                what: e.to_string(),
+                            });
+                        }
+                        started.is_ok()
+                    };
+                    if replaced {
+                        serve(&self.service, stream);
+                    } else {
+                        // No other thread waits for the next connection and none could be
+                        // started (a rare refusal of the OS): this one must wait, so it
+                        // answers at once rather than serve what could last (a live log).
+                        busy(stream);
                     }
                 }
                 // Out of file descriptors, a connection reset before it was taken: the
@@ -202,21 +208,60 @@ impl Threads {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
+            let back = self
+                .waiting
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                    (w < SPARE).then_some(w + 1)
+                });
+            if back.is_err() {
+                return;
+            }
         }
     }
 }
 
-fn serve(service: &Arc<Service>, mut stream: TcpStream) {
+fn serve(service: &Arc<Service>, stream: TcpStream) {
     // Timeouts first: whatever happens next, nothing waits on this client for ever.
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_nodelay(true);
     if CONNECTIONS.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
         CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
-        let _ = Page::text(503, "too many connections; try again later").write(&mut stream, false);
+        busy(stream);
         return;
     }
     serve_connection(service, stream);
+}
+
+/// Answers 503 without reading the request.
+fn busy(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let _ = Page::text(503, "too many connections; try again later").write(&mut stream, false);
+    drain(&mut stream, MAX_HEAD as u64 + MAX_BODY as u64, BUSY_DRAIN);
+}
+
+/// How long a connection answered 503 unread is drained before it is closed.
+const BUSY_DRAIN: Duration = Duration::from_secs(1);
+
+/// Once an answer is written, reads and throws away what the client still sends, up to
+/// `limit` bytes and for `time` at most: closing a socket with bytes unread resets the
+/// connection, and the client would see the reset rather than the answer.
+fn drain(stream: &mut TcpStream, limit: u64, time: Duration) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let until = Instant::now() + time;
+    let mut left = limit;
+    let mut buf = [0u8; 8192];
+    while left > 0 {
+        let remaining = until.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || stream.set_read_timeout(Some(remaining)).is_err() {
+            return;
+        }
+        let want = left.min(buf.len() as u64) as usize;
+        match stream.read(&mut buf[..want]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left -= n as u64,
+        }
+    }
 }
 
 /// One connection, start to end; the count of open connections goes down with it.
@@ -236,18 +281,18 @@ fn connection(service: &Arc<Service>, mut stream: TcpStream) {
                     "malformed"
                 };
                 service.metrics.rejection(cause);
-                service.emit(ServeEvent::Rejected {
-                    cause: refusal.message.clone(),
-                });
             }
             let _ = Page::text(refusal.status, &refusal.message).write(&mut stream, false);
             if let Some(left) = refusal.unread {
                 // Let an honest client finish sending, so it reads the answer, not a reset.
-                let _ = stream.shutdown(std::net::Shutdown::Write);
-                let _ = std::io::copy(
-                    &mut (&stream).take(left.min(MAX_DRAIN)),
-                    &mut std::io::sink(),
-                );
+                drain(&mut stream, left.min(MAX_DRAIN), IO_TIMEOUT);
+            }
+            drop(stream);
+            // Said once answered, as every delivery is (see `intake`).
+            if refusal.hook {
+                service.emit(ServeEvent::Rejected {
+                    cause: refusal.message,
+                });
             }
             return;
         }

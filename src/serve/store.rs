@@ -392,8 +392,8 @@ pub struct Store {
     /// recorded never queues behind a page being rendered or a run being looked up, nor the
     /// reverse.
     reader: Mutex<Connection>,
-    /// The intake's own reads (has this comment been seen?), so a delivery never waits for
-    /// a page being rendered or a background thread's read.
+    /// The intake's own reads (has this comment been seen?), for deliveries and polls, so a
+    /// delivery never waits for a page being rendered or a background thread's read.
     intake: Mutex<Connection>,
     path: PathBuf,
     /// This database's own tag, part of every run directory's name.

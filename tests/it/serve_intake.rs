@@ -40,6 +40,7 @@ crate::tests! {
     local: regression_an_absurd_content_length_aborted_serve,
     local: regression_stalled_connections_froze_the_intake,
     local: regression_a_stalled_reader_of_the_log_held_deliveries_unanswered,
+    local: regression_a_connection_over_the_limit_was_reset_rather_than_answered,
 }
 
 /// The forge account serve's token belongs to.
@@ -1585,10 +1586,61 @@ fn regression_stalled_connections_froze_the_intake() {
     assert_eq!(out.code(), Some(0), "{out}");
 }
 
+/// Regression: a connection over serve's limit was answered 503 and closed with its request
+/// unread, so the client often saw the connection reset instead of the answer.
+fn regression_a_connection_over_the_limit_was_reset_rather_than_answered() {
+    let forge = forge(&[]);
+    let sb = sandbox(&forge, Some(SECRET), NO_POLL);
+    let serve = start_without_docker(&sb);
+    // Every slot held by a head never finished (each given up after serve's I/O timeout).
+    let _held: Vec<_> = (0..ccci::serve::http::MAX_CONNECTIONS)
+        .map(|_| half_request(&serve, "GET /healthz HTTP/1.1\r\nHost: x\r\n"))
+        .collect();
+    // A delivery with a body too big for the socket's buffers: it is still being sent when
+    // serve answers.
+    let body = vec![b'x'; 512 << 10];
+    let over_the_limit = || {
+        let host = serve.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(host).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let head = format!(
+            "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // Serve may answer before it has all of it: the answer is what counts.
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&body));
+        let mut answer = Vec::new();
+        match stream.read_to_end(&mut answer) {
+            Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
+            Err(e) => format!("no answer: {e}"),
+        }
+    };
+    // Until serve has taken every held connection, a delivery may still find a slot (and be
+    // refused as unsigned); after that, each is answered 503.
+    let mut answer = over_the_limit();
+    let until = Instant::now() + Duration::from_secs(5);
+    while answer.starts_with("HTTP/1.1 401") && Instant::now() < until {
+        answer = over_the_limit();
+    }
+    for n in 0..20 {
+        assert!(
+            answer.starts_with("HTTP/1.1 503"),
+            "delivery {n}: {answer:?}"
+        );
+        answer = over_the_limit();
+    }
+}
+
 /// Regression: serve wrote its log line about a delivery before it answered the delivery, so
 /// a reader of serve's stderr that fell behind (a stalled journal; here a pipe nobody reads,
-/// full after 64 KiB) held the forge's deliveries unanswered. The answer now goes first and
-/// the line follows from a thread of its own; no line is lost.
+/// full after 64 KiB) held the forge's deliveries unanswered; and once the answer went first,
+/// every connection's thread still waited to say its line, until serve had none left to
+/// answer with. Lines now go out from a thread of their own, and the ones a stalled reader
+/// has no room for are counted and said to be lost: serve keeps answering.
 fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
     let forge = forge(&[]);
     let sb = sandbox(&forge, Some(SECRET), NO_POLL);
@@ -1604,8 +1656,9 @@ fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
         }
     };
     // From here on nobody reads serve's stderr until every delivery is answered. Each forged
-    // delivery is a line of about 40 bytes: 2,500 of them are well past a pipe's 64 KiB.
-    const FORGED: usize = 2500;
+    // delivery is a line of about 40 bytes: 10,000 of them fill the pipe's 64 KiB and the
+    // printer's backlog, and then some.
+    const FORGED: usize = 10_000;
     let event = pr_comment(1, 101, "maintainer", "!testme");
     let forged = sign("hook-guess", &event);
     for n in 0..FORGED {
@@ -1628,7 +1681,8 @@ fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
         let took = started.elapsed();
         assert!(took < PROMPT, "delivery {n} took {took:?} to answer");
     }
-    // Every line is still said, once serve's stderr is read again.
+    assert_eq!(serve::request(&url, "GET", "/healthz", &[], b"").0, 200);
+    // Once serve's stderr is read again: every rejection said, or counted as lost.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -1644,15 +1698,18 @@ fn regression_a_stalled_reader_of_the_log_held_deliveries_unanswered() {
         .recv_timeout(Duration::from_secs(60))
         .expect("serve's stderr to end after SIGTERM");
     let status = child.0.wait().unwrap();
+    assert!(status.success(), "serve exited {status}");
     let said = rest
         .lines()
         .filter(|l| l.contains("delivery rejected: bad signature"))
         .count();
-    assert_eq!(
-        said, FORGED,
-        "every rejection said once; serve exited {status}"
-    );
-    assert!(status.success(), "serve exited {status}");
+    let lost: usize = rest
+        .lines()
+        .filter_map(|l| l.strip_suffix(" log line(s) dropped: stderr was not read fast enough"))
+        .map(|head| head.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert!(lost > 0, "a full backlog drops lines:\n{rest:.2000}");
+    assert_eq!(said + lost, FORGED, "every rejection said or counted");
 }
 
 /// A process the test started itself: killed if the test ends (or fails) before it does.

@@ -514,7 +514,7 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Infra(format!("cannot find the ccci executable: {e}")))?;
     // serve's log lines go out from a thread of their own: the intake never waits on stderr.
-    let printer = render::LinePrinter::start()
+    let printer = render::LinePrinter::start("serve: ")
         .map_err(|e| Error::Infra(format!("cannot start a thread: {e}")))?;
     let print = printer.sink();
     let running = ccci::serve::service::start(
@@ -524,7 +524,7 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
             exe,
             config_file: Some(path),
         },
-        Box::new(move |event| print(format!("serve: {event}"))),
+        Box::new(move |event| print(event.to_string())),
     );
     let running = match running {
         Ok(running) => running,

@@ -4,7 +4,8 @@
 //! pipes): plain timestamped lines. Colour follows the terminal and NO_COLOR.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use ccci::event::{Event, EventSink};
@@ -184,40 +185,55 @@ fn styled_verdict(verdict: Verdict, line: String) -> StyledObject<String> {
     }
 }
 
-/// How many lines [`LinePrinter`] holds for a slow stderr before reporting waits for it.
+/// How many lines [`LinePrinter`] holds for a slow stderr; more are dropped, and counted.
 const BACKLOG: usize = 4096;
 
-/// Lines written to stderr by a thread of their own, so whoever reports an event (serve's
-/// webhook intake, say) never waits for stderr's reader, nor for another thread's line. When
-/// the reader falls [`BACKLOG`] lines behind, reporting waits rather than losing lines.
+/// Lines written to stderr by a thread of their own, each after a prefix, so whoever reports
+/// an event (serve's webhook intake, say) never waits for stderr's reader, nor for another
+/// thread's line. A reader that falls [`BACKLOG`] lines behind (a stalled journal, a flood of
+/// forged deliveries) loses lines rather than stopping what reports them, as a journal does:
+/// the next line printed says how many were lost.
 pub struct LinePrinter {
     sender: mpsc::SyncSender<Option<String>>,
+    prefix: &'static str,
+    dropped: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LinePrinter {
-    pub fn start() -> std::io::Result<LinePrinter> {
+    pub fn start(prefix: &'static str) -> std::io::Result<LinePrinter> {
         let (sender, receiver) = mpsc::sync_channel::<Option<String>>(BACKLOG);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = dropped.clone();
         let thread = std::thread::Builder::new()
             .name("stderr".into())
             .spawn(move || {
                 while let Ok(Some(line)) = receiver.recv() {
-                    stderr_line(&line);
+                    say_dropped(prefix, &counted);
+                    stderr_line(&format!("{prefix}{line}"));
                 }
+                say_dropped(prefix, &counted);
             })?;
         Ok(LinePrinter {
             sender,
+            prefix,
+            dropped,
             thread: Some(thread),
         })
     }
 
-    /// Something that prints a line through this printer, or straight to stderr once the
-    /// printer has finished.
+    /// Something that prints a line through this printer, never waiting: a line that finds
+    /// the backlog full is counted and dropped. Once the printer has finished, lines go
+    /// straight to stderr.
     pub fn sink(&self) -> impl Fn(String) + Send + Sync + 'static {
-        let sender = self.sender.clone();
-        move |line| {
-            if let Err(mpsc::SendError(Some(line))) = sender.send(Some(line)) {
-                stderr_line(&line);
+        let (sender, prefix, dropped) = (self.sender.clone(), self.prefix, self.dropped.clone());
+        move |line| match sender.try_send(Some(line)) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                dropped.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(mpsc::TrySendError::Disconnected(line)) => {
+                stderr_line(&format!("{prefix}{}", line.unwrap_or_default()));
             }
         }
     }
@@ -228,6 +244,15 @@ impl LinePrinter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+fn say_dropped(prefix: &str, dropped: &AtomicU64) {
+    let lost = dropped.swap(0, Ordering::SeqCst);
+    if lost > 0 {
+        stderr_line(&format!(
+            "{prefix}{lost} log line(s) dropped: stderr was not read fast enough"
+        ));
     }
 }
 
