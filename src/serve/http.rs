@@ -264,10 +264,20 @@ fn drain(stream: &mut TcpStream, limit: u64, time: Duration) {
     }
 }
 
-/// One connection, start to end; the count of open connections goes down with it.
+/// One connection, start to end; the count of open connections goes down with it. A panic
+/// (a bug) costs that request alone: the thread goes on serving, and serve with it.
 fn serve_connection(service: &Arc<Service>, stream: TcpStream) {
-    connection(service, stream);
+    let served =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| connection(service, stream)));
     CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+    if let Err(panic) = served {
+        service.emit(ServeEvent::Trouble {
+            what: format!(
+                "a request ended in a panic: {}",
+                super::service::panic_words(panic.as_ref())
+            ),
+        });
+    }
 }
 
 fn connection(service: &Arc<Service>, mut stream: TcpStream) {

@@ -488,11 +488,37 @@ pub fn lane(repo: &str, pr: u64, lanes: usize) -> usize {
     (hasher.finish() % lanes.max(1) as u64) as usize
 }
 
-/// Spawns a named thread; a name is how a stuck thread is found in a stack dump.
+/// The first of serve's threads to end in a panic, and its last words. serve is not whole
+/// without it (a triage thread's pull requests would wait for ever), so it stops and says so:
+/// whatever restarts it (systemd) gets a serve whose restart recovery picks up where it was.
+static FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Which of serve's threads failed, and how; see [`FAILURE`].
+pub fn failure() -> Option<&'static str> {
+    FAILURE.get().map(String::as_str)
+}
+
+/// What a panic said.
+pub fn panic_words(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Spawns a named thread; a name is how a stuck thread is found in a stack dump. A panic
+/// in it is kept as serve's [`failure`].
 pub fn thread(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    let named = name.clone();
     std::thread::Builder::new()
         .name(name.clone())
-        .spawn(f)
+        .spawn(move || {
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let words = panic_words(panic.as_ref());
+                let _ = FAILURE.set(format!("its {named} thread failed: {words}"));
+            }
+        })
         .map_err(|e| Error::Infra(format!("cannot start the {name} thread: {e}")))
 }
 
@@ -501,6 +527,18 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    #[test]
+    fn a_thread_that_panics_is_kept_as_the_failure() {
+        thread("triage-9".into(), || panic!("out of threads"))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            failure(),
+            Some("its triage-9 thread failed: out of threads")
+        );
+    }
 
     #[test]
     fn one_call_wakes_every_waiter_and_none_is_lost_while_busy() {

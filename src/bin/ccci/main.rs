@@ -533,11 +533,16 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
             return Err(e);
         }
     };
-    // Signals only set a flag; look at it a few times a second.
-    while cancel.signal().is_none() {
+    // Signals only set a flag; look at it, and at serve's threads, a few times a second.
+    while cancel.signal().is_none() && ccci::serve::service::failure().is_none() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     running.stop();
     printer.finish();
-    Ok(exit_code::PASS)
+    match ccci::serve::service::failure() {
+        Some(failure) => Err(Error::Infra(format!(
+            "serve stopped: {failure}; start it again (its unit restarts it on failure)"
+        ))),
+        None => Ok(exit_code::PASS),
+    }
 }
