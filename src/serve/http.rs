@@ -33,8 +33,54 @@ const MAX_HEAD: usize = 16 << 10;
 /// the answer rather than a reset connection.
 const MAX_DRAIN: u64 = 8 << 20;
 
+/// Connections answered 503 unread and being drained at once; more are closed at once.
+const MAX_DRAINS: usize = 64;
+
 static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 static STREAMS: AtomicUsize = AtomicUsize::new(0);
+static DRAINS: AtomicUsize = AtomicUsize::new(0);
+
+/// One of a limited number of places (open connections, live logs, drains), given back when
+/// dropped, whatever happens in between (an early return, a panic).
+struct Slot(&'static AtomicUsize);
+
+impl Slot {
+    fn take(count: &'static AtomicUsize, limit: usize) -> Option<Slot> {
+        count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(count))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection being served, holding its place among the [`MAX_CONNECTIONS`]. The place is
+/// given back before the socket closes (fields drop in order), so a client that connects
+/// again the moment it sees the close finds it free.
+struct Open {
+    _slot: Slot,
+    stream: TcpStream,
+}
+
+impl std::ops::Deref for Open {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl std::ops::DerefMut for Open {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
 
 /// A request, read whole: its head and its body.
 #[derive(Debug)]
@@ -225,19 +271,27 @@ fn serve(service: &Arc<Service>, stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_nodelay(true);
-    if CONNECTIONS.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-        CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
-        busy(stream);
-        return;
+    match Slot::take(&CONNECTIONS, MAX_CONNECTIONS) {
+        Some(slot) => serve_connection(
+            service,
+            Open {
+                _slot: slot,
+                stream,
+            },
+        ),
+        None => busy(stream),
     }
-    serve_connection(service, stream);
 }
 
 /// Answers 503 without reading the request.
 fn busy(mut stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let _ = Page::text(503, "too many connections; try again later").write(&mut stream, false);
-    drain(&mut stream, MAX_HEAD as u64 + MAX_BODY as u64, BUSY_DRAIN);
+    // Each drain holds a thread for a moment; past a few dozen at once (a client opening
+    // connections as fast as it can), the rest are closed as they are.
+    if let Some(_draining) = Slot::take(&DRAINS, MAX_DRAINS) {
+        drain(&mut stream, MAX_HEAD as u64 + MAX_BODY as u64, BUSY_DRAIN);
+    }
 }
 
 /// How long a connection answered 503 unread is drained before it is closed.
@@ -264,12 +318,11 @@ fn drain(stream: &mut TcpStream, limit: u64, time: Duration) {
     }
 }
 
-/// One connection, start to end; the count of open connections goes down with it. A panic
-/// (a bug) costs that request alone: the thread goes on serving, and serve with it.
-fn serve_connection(service: &Arc<Service>, stream: TcpStream) {
+/// One connection, start to end. A panic (a bug) costs that request alone: the thread goes
+/// on serving, and serve with it.
+fn serve_connection(service: &Arc<Service>, open: Open) {
     let served =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| connection(service, stream)));
-    CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| connection(service, open)));
     if let Err(panic) = served {
         service.emit(ServeEvent::Trouble {
             what: format!(
@@ -280,7 +333,7 @@ fn serve_connection(service: &Arc<Service>, stream: TcpStream) {
     }
 }
 
-fn connection(service: &Arc<Service>, mut stream: TcpStream) {
+fn connection(service: &Arc<Service>, mut stream: Open) {
     let request = match read_request(&mut stream) {
         Ok(request) => request,
         Err(refusal) => {
@@ -292,7 +345,7 @@ fn connection(service: &Arc<Service>, mut stream: TcpStream) {
                 };
                 service.metrics.rejection(cause);
             }
-            let _ = Page::text(refusal.status, &refusal.message).write(&mut stream, false);
+            let _ = Page::text(refusal.status, &refusal.message).write(&mut *stream, false);
             if let Some(left) = refusal.unread {
                 // Let an honest client finish sending, so it reads the answer, not a reset.
                 drain(&mut stream, left.min(MAX_DRAIN), IO_TIMEOUT);
@@ -413,7 +466,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn route(service: &Arc<Service>, request: Request, mut stream: TcpStream) {
+fn route(service: &Arc<Service>, request: Request, mut stream: Open) {
     let target = request.target.clone();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -431,7 +484,7 @@ fn route(service: &Arc<Service>, request: Request, mut stream: TcpStream) {
             );
             // The forge has its answer, and the connection is closed, before anything else is
             // done about the delivery.
-            let _ = Page::text(answer.status, &answer.body).write(&mut stream, false);
+            let _ = Page::text(answer.status, &answer.body).write(&mut *stream, false);
             drop(stream);
             follow_up(service, answer.then);
             return;
@@ -451,16 +504,13 @@ fn route(service: &Arc<Service>, request: Request, mut stream: TcpStream) {
         },
         (_, [""]) if get => super::pages::index(service, query),
         (_, ["runs", id]) if get => super::pages::run_page(service, id),
-        ("GET", ["runs", id, "log"]) => {
-            if STREAMS.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
-                STREAMS.fetch_sub(1, Ordering::SeqCst);
-                Page::text(503, "too many live logs open; try again later")
-            } else {
+        ("GET", ["runs", id, "log"]) => match Slot::take(&STREAMS, MAX_STREAMS) {
+            None => Page::text(503, "too many live logs open; try again later"),
+            Some(_streaming) => {
                 super::pages::log(service, &request, &mut stream, id, query);
-                STREAMS.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
-        }
+        },
         (_, ["runs", id, "diagnostics", file]) if get => {
             super::pages::diagnostic(service, id, file)
         }
@@ -468,5 +518,26 @@ fn route(service: &Arc<Service>, request: Request, mut stream: TcpStream) {
         _ => Page::text(405, "method not allowed"),
     };
     // The client may have gone; nothing to do about it.
-    let _ = page.write(&mut stream, head_only);
+    let _ = page.write(&mut *stream, head_only);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_given_back_however_its_holder_ends() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let first = Slot::take(&COUNT, 2).unwrap();
+        let _second = Slot::take(&COUNT, 2).unwrap();
+        assert!(Slot::take(&COUNT, 2).is_none(), "no more than the limit");
+        drop(first);
+        let panicked = std::panic::catch_unwind(|| {
+            let _third = Slot::take(&COUNT, 2).unwrap();
+            panic!("a bug while holding a slot");
+        });
+        assert!(panicked.is_err());
+        assert_eq!(COUNT.load(Ordering::SeqCst), 1, "given back on the panic");
+        assert!(Slot::take(&COUNT, 2).is_some());
+    }
 }

@@ -197,17 +197,24 @@ pub struct LinePrinter {
     sender: mpsc::SyncSender<Option<String>>,
     prefix: &'static str,
     dropped: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Closed by the printing thread as it ends.
+    done: mpsc::Receiver<()>,
 }
+
+/// How long [`LinePrinter::finish`] waits for the lines still to print: a stderr nobody reads
+/// must not keep a stopping process alive.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
 
 impl LinePrinter {
     pub fn start(prefix: &'static str) -> std::io::Result<LinePrinter> {
         let (sender, receiver) = mpsc::sync_channel::<Option<String>>(BACKLOG);
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = dropped.clone();
-        let thread = std::thread::Builder::new()
+        let (ended, done) = mpsc::channel::<()>();
+        std::thread::Builder::new()
             .name("stderr".into())
             .spawn(move || {
+                let _ended = ended;
                 while let Ok(Some(line)) = receiver.recv() {
                     say_dropped(prefix, &counted);
                     stderr_line(&format!("{prefix}{line}"));
@@ -218,7 +225,7 @@ impl LinePrinter {
             sender,
             prefix,
             dropped,
-            thread: Some(thread),
+            done,
         })
     }
 
@@ -238,12 +245,23 @@ impl LinePrinter {
         }
     }
 
-    /// Prints every line sent so far, then stops.
-    pub fn finish(mut self) {
-        let _ = self.sender.send(None);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    /// Prints every line sent so far, then stops; gives up after [`FINISH_WAIT`] when stderr
+    /// is not being read.
+    pub fn finish(self) {
+        let until = std::time::Instant::now() + FINISH_WAIT;
+        // The end mark goes behind the lines still waiting, once there is room for it.
+        loop {
+            match self.sender.try_send(None) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(_)) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = self
+            .done
+            .recv_timeout(until.saturating_duration_since(std::time::Instant::now()));
     }
 }
 
