@@ -528,21 +528,30 @@ fn serve(cli: &Cli, env: &Env, check: bool) -> Result<i32> {
     );
     let running = match running {
         Ok(running) => running,
-        Err(e) => {
-            printer.finish();
-            return Err(e);
-        }
+        Err(e) => return finish_printing(printer, Err(e)),
     };
     // Signals only set a flag; look at it, and at serve's threads, a few times a second.
     while cancel.signal().is_none() && ccci::serve::service::failure().is_none() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     running.stop();
-    printer.finish();
-    match ccci::serve::service::failure() {
+    let result = match ccci::serve::service::failure() {
         Some(failure) => Err(Error::Infra(format!(
             "serve stopped: {failure}; start it again (its unit restarts it on failure)"
         ))),
         None => Ok(exit_code::PASS),
+    };
+    finish_printing(printer, result)
+}
+
+/// `result`, once serve's log lines are printed. When they could not be (stderr is not read),
+/// the line saying an error would never be written either, and the process would never end:
+/// it ends here, with the error's exit code, unsaid.
+fn finish_printing(printer: render::LinePrinter, result: Result<i32>) -> Result<i32> {
+    if !printer.finish()
+        && let Err(e) = &result
+    {
+        std::process::exit(exit_code::for_error(e));
     }
+    result
 }

@@ -246,8 +246,8 @@ impl LinePrinter {
     }
 
     /// Prints every line sent so far, then stops; gives up after [`FINISH_WAIT`] when stderr
-    /// is not being read.
-    pub fn finish(self) {
+    /// is not being read, and says so (false): stderr is then no place for a last word.
+    pub fn finish(self) -> bool {
         let until = std::time::Instant::now() + FINISH_WAIT;
         // The end mark goes behind the lines still waiting, once there is room for it.
         loop {
@@ -256,12 +256,17 @@ impl LinePrinter {
                 Err(mpsc::TrySendError::Full(_)) if std::time::Instant::now() < until => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(_) => return,
+                Err(mpsc::TrySendError::Full(_)) => return false,
+                // The printing thread has ended already.
+                Err(mpsc::TrySendError::Disconnected(_)) => return true,
             }
         }
-        let _ = self
-            .done
-            .recv_timeout(until.saturating_duration_since(std::time::Instant::now()));
+        // Ended, whether by the end mark or not, unless the wait ran out.
+        !matches!(
+            self.done
+                .recv_timeout(until.saturating_duration_since(std::time::Instant::now())),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        )
     }
 }
 
