@@ -653,6 +653,18 @@ fn one_comment_runs_once_however_often_it_is_delivered() {
         metric(&serve, "ccci_runs_finished_total{verdict=\"error\"}"),
         Some(1)
     );
+    // Killed once the run's report is recorded as delivered: killed in between, serve would
+    // (rightly) report it again after the restart.
+    let db = sb.path("state").join("serve.db");
+    wait_until("run 1's report recorded as delivered", || {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| {
+                c.query_row("SELECT reported FROM runs WHERE id = 1", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .is_ok_and(|reported| reported == 1)
+    });
     let first = serve.kill();
     assert_eq!(lines_with(&first, "!testme on").len(), 1, "{first}");
     assert_eq!(
