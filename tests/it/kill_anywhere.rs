@@ -235,6 +235,15 @@ struct Interrupted {
     lines: Vec<String>,
 }
 
+impl Interrupted {
+    /// The last teardown steps take a millisecond or two: a run may finish them, and exit 0
+    /// with nothing left, before a signal sent at one of their lines lands. Everywhere else
+    /// the signal must land.
+    fn finished_first(&self) -> bool {
+        POINTS[self.point].phase == "teardown" && self.code == Some(0)
+    }
+}
+
 /// Starts one run, interrupts it at `POINTS[point]` the way `how` says, and waits for it to end.
 fn interrupt(sb: &Sandbox, point: usize, how: How) -> Interrupted {
     let run_id = format!("{}-{point:02}", format!("{how:?}").to_lowercase());
@@ -321,7 +330,7 @@ fn sigkill_anywhere_then_one_janitor_pass_leaves_nothing() {
     let runs = interrupt_all(&sb, &all, How::Kill);
     reap_orphans();
     report(How::Kill, &runs);
-    for run in &runs {
+    for run in runs.iter().filter(|r| !r.finished_first()) {
         assert_eq!(run.signal, Some(9), "{}", run.lines.join("\n"));
     }
     let before = sb.leftovers();
@@ -352,7 +361,7 @@ fn interrupted_runs_tear_themselves_down(how: How) {
     let runs = interrupt_all(&sb, SPREAD, how);
     reap_orphans();
     report(how, &runs);
-    for run in &runs {
+    for run in runs.iter().filter(|r| !r.finished_first()) {
         assert_eq!(
             (run.code, run.signal),
             (Some(143), None),
