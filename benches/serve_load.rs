@@ -31,9 +31,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 const DISTINCT: usize = 250;
 const COPIES: usize = 4;
 const FORGED: usize = 1000;
@@ -177,13 +174,7 @@ fn comment_event(forge_url: &str, pr: u64, id: u64) -> Vec<u8> {
 }
 
 fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    ccci::serve::webhook::sign(secret.as_bytes(), body)
 }
 
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {

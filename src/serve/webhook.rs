@@ -92,6 +92,21 @@ pub fn verify_any(body: &[u8], signatures: &[Vec<u8>], secrets: &[Vec<u8>]) -> R
     Err(refusal)
 }
 
+/// The signature a forge sends with `body`: HMAC-SHA256 under `secret`, in hex (what
+/// [`verify`] checks, and what a client of serve's webhook endpoint must send).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Checks `body` against `signature` with each of `secrets`, in constant time per secret.
 pub fn verify(body: &[u8], signature: Option<&[u8]>, secrets: &[Vec<u8>]) -> Result<(), Refusal> {
     if body.len() > MAX_BODY {
@@ -234,16 +249,6 @@ pub fn parse_comment_event(body: &[u8]) -> Result<CommentEvent, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sign(secret: &[u8], body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
-        mac.update(body);
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
 
     #[test]
     fn a_forge_signature_in_any_header_verifies_with_any_configured_secret() {

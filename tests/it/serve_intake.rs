@@ -14,9 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use crate::support::ccci::Output;
 use crate::support::proc::{wait_until, wait_until_for};
@@ -196,13 +194,7 @@ fn start_without_docker(sb: &Sandbox) -> ServeProc {
 // Deliveries.
 
 fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    ccci::serve::webhook::sign(secret.as_bytes(), body)
 }
 
 /// A fresh delivery id, as a forge makes one per attempt.
