@@ -194,6 +194,8 @@ fn follows_a_served_log_and_resumes_after_the_stream_drops() {
         ],
         "{out}"
     );
+    // The client can be gone before the server's thread records how its stream ended.
+    wait_until("the second stream to end", || server.ends().len() == 2);
     assert_eq!(server.ends()[1], StreamEnd::Finished { last_line: 20 });
 }
 
@@ -306,6 +308,7 @@ fn prints_a_served_log_so_far_as_plain_text() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].query.as_deref(), Some("follow=0"));
     assert_eq!(seen[0].accept.as_deref(), Some("text/plain"));
+    wait_until("the stream to end", || !server.ends().is_empty());
     assert_eq!(server.ends(), [StreamEnd::Finished { last_line: 3 }]);
 }
 
