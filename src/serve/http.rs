@@ -184,6 +184,19 @@ struct Threads {
 /// How many threads may wait for connections once a burst is over.
 const SPARE: usize = 4;
 
+/// Listens on `addr` with room in the kernel's queue for as many connections as serve holds.
+/// std listens with a queue of 128: a burst beyond that (a forge redelivering a backlog, a
+/// client opening connections fast) had handshakes dropped and retried a second or more
+/// later, a delay no answer of serve's shows. Linux takes a second `listen` on a listening
+/// socket as a new queue length (capped by `net.core.somaxconn`).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    // MAX_CONNECTIONS is a small constant; it fits an i32 and the kernel's bounds.
+    let backlog = nix::sys::socket::Backlog::new(MAX_CONNECTIONS as i32)?;
+    nix::sys::socket::listen(&listener, backlog)?;
+    Ok(listener)
+}
+
 /// Starts serving HTTP on `listener`.
 pub fn spawn(service: Arc<Service>, listener: TcpListener) -> Result<Server> {
     let threads = Arc::new(Threads {
@@ -524,6 +537,37 @@ fn route(service: &Arc<Service>, request: Request, mut stream: Open) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_as_big_as_serve_holds_waits_in_the_queue_unrefused() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Nothing accepts while they connect: every one must be queued by the kernel, not
+        // dropped (a dropped handshake is retried after a second, so the connect times out).
+        let clients: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|n| {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(900))
+                    .unwrap_or_else(|e| panic!("connection {n} was not queued: {e}"))
+            })
+            .collect();
+        listener.set_nonblocking(true).unwrap();
+        let mut accepted = 0;
+        let until = Instant::now() + Duration::from_secs(10);
+        while accepted < clients.len() && Instant::now() < until {
+            match listener.accept() {
+                Ok(_) => accepted += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        assert_eq!(
+            accepted,
+            clients.len(),
+            "every queued connection is accepted"
+        );
+    }
 
     #[test]
     fn a_slot_is_given_back_however_its_holder_ends() {

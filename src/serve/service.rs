@@ -390,7 +390,7 @@ pub fn start(
     })?;
     std::fs::create_dir_all(&core.runs_dir)
         .map_err(|e| Error::io("create the runs dir", &core.runs_dir, e))?;
-    let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
+    let listener = super::http::listen(config.listen).map_err(|e| {
         Error::Infra(format!(
             "cannot listen on {}: {e}; choose another serve.listen",
             config.listen
