@@ -37,6 +37,8 @@ const MAX_DRAIN: u64 = 8 << 20;
 const MAX_DRAINS: usize = 64;
 
 static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+/// Connections taken from the listener and not yet done with, refused ones included.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static STREAMS: AtomicUsize = AtomicUsize::new(0);
 static DRAINS: AtomicUsize = AtomicUsize::new(0);
 
@@ -220,6 +222,21 @@ impl Server {
             nix::sys::socket::Shutdown::Read,
         );
     }
+
+    /// Once stopped: waits, up to `limit`, for the connections being served to finish, so
+    /// that none is cut off mid-answer and each says its log line before serve exits. A
+    /// client that stalls is not waited for beyond `limit`.
+    pub fn wait_for_connections(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        // Only at stop, and briefly: a look every few milliseconds costs nothing.
+        while IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
 }
 
 impl Threads {
@@ -280,6 +297,9 @@ impl Threads {
 }
 
 fn serve(service: &Arc<Service>, stream: TcpStream) {
+    // Held until everything this connection does is done, its log line included (said
+    // after the connection's own place is given back): what a stop waits for.
+    let _in_flight = Slot::take(&IN_FLIGHT, usize::MAX);
     // Timeouts first: whatever happens next, nothing waits on this client for ever.
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
@@ -511,7 +531,16 @@ fn route(service: &Arc<Service>, request: Request, mut stream: Open) {
             Ok(stats) => Page {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: service.metrics.render(&stats).into_bytes(),
+                body: service
+                    .metrics
+                    .render(
+                        &stats,
+                        super::metrics::Open {
+                            connections: IN_FLIGHT.load(Ordering::SeqCst) as u64,
+                            log_streams: STREAMS.load(Ordering::SeqCst) as u64,
+                        },
+                    )
+                    .into_bytes(),
             },
             Err(e) => Page::text(503, &format!("store unavailable: {e}")),
         },

@@ -1,13 +1,23 @@
 //! `/metrics` in the Prometheus text format: counters serve keeps in memory (webhook
 //! deliveries by outcome, rejections by cause, forge API errors by call) and figures read from
 //! the store when scraped (queue depth, runs running, and the store's totals of finished
-//! runs by verdict and of how long they ran, which retention never lowers).
+//! runs by verdict and of how long they ran, which retention never lowers), and what the HTTP
+//! side holds open at the scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
 use super::store::Stats;
+
+/// What serve's HTTP side holds open at a scrape.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Open {
+    /// Connections taken and not yet done with, the scrape's own included.
+    pub connections: u64,
+    /// Live-log streams.
+    pub log_streams: u64,
+}
 
 #[derive(Default)]
 pub struct Metrics {
@@ -51,7 +61,7 @@ impl Metrics {
     }
 
     /// The whole exposition.
-    pub fn render(&self, stats: &Stats) -> String {
+    pub fn render(&self, stats: &Stats, open: Open) -> String {
         let mut out = String::new();
         let state = |s: &str| {
             stats
@@ -71,6 +81,18 @@ impl Metrics {
             "ccci_runs_running",
             "Runs running now.",
             state("running"),
+        );
+        gauge(
+            &mut out,
+            "ccci_http_connections",
+            "HTTP connections being answered now, this scrape's included.",
+            open.connections,
+        );
+        gauge(
+            &mut out,
+            "ccci_log_streams",
+            "Live-log streams open now.",
+            open.log_streams,
         );
         let _ = writeln!(
             out,
@@ -159,10 +181,16 @@ mod tests {
             ran: 2,
             ran_seconds: 120.0,
         };
-        let text = m.render(&stats);
+        let open = Open {
+            connections: 3,
+            log_streams: 1,
+        };
+        let text = m.render(&stats, open);
         for line in [
             "ccci_queue_depth 3",
             "ccci_runs_running 1",
+            "ccci_http_connections 3",
+            "ccci_log_streams 1",
             "ccci_runs_finished_total{verdict=\"pass\"} 3",
             "ccci_run_duration_seconds_bucket{le=\"30\"} 1",
             "ccci_run_duration_seconds_bucket{le=\"120\"} 2",
@@ -181,7 +209,7 @@ mod tests {
 
     #[test]
     fn no_finished_runs_sum_to_a_plain_zero() {
-        let text = Metrics::default().render(&Stats::default());
+        let text = Metrics::default().render(&Stats::default(), Open::default());
         assert!(
             text.lines().any(|l| l == "ccci_run_duration_seconds_sum 0"),
             "{text}"

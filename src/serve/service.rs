@@ -329,6 +329,9 @@ fn terminate(pid: i32) {
     );
 }
 
+/// How long a stop waits for the requests being answered.
+const CONNECTION_GRACE: Duration = Duration::from_secs(3);
+
 /// A started `ccci serve`: its address, and the handles to stop it.
 pub struct Running {
     pub service: Arc<Service>,
@@ -365,6 +368,14 @@ impl Running {
         self.service.stop_reporting();
         for reporter in self.reporters {
             let _ = reporter.join();
+        }
+        if !self.http.wait_for_connections(CONNECTION_GRACE) {
+            self.service.emit(ServeEvent::Trouble {
+                what: format!(
+                    "stopped with connections still open after {}s; they are closed unanswered",
+                    CONNECTION_GRACE.as_secs()
+                ),
+            });
         }
     }
 }

@@ -67,18 +67,19 @@ fn triage(service: &Service, run: &RunRow) {
         Decision::Queue { head, url } => queue(service, run, &head, &url),
         Decision::Close { verdict, reason } => {
             let refused = verdict == verdicts::REFUSED;
-            if refused {
-                service.emit(ServeEvent::Refused {
-                    run: run.id,
-                    reason: reason.clone(),
-                });
-            }
             service
                 .store
                 .close(run.id, verdict, &reason)
                 .map(|closed| match closed {
-                    // The refusal has its line already; its report says nothing on the PR.
-                    Some(closed) if refused => service.report(&closed, Report::Final),
+                    // Said once recorded, so whoever reads the line finds the run closed. The
+                    // refusal has its own line; its report says nothing on the PR.
+                    Some(closed) if refused => {
+                        service.emit(ServeEvent::Refused {
+                            run: run.id,
+                            reason: reason.clone(),
+                        });
+                        service.report(&closed, Report::Final);
+                    }
                     Some(closed) => service.closed(&closed),
                     None => {}
                 })
